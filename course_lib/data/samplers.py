@@ -1,0 +1,100 @@
+"""Temporal samplers: which frame indices of a video make up each clip.
+
+A sampler is called with a video's frame count and a NumPy generator and returns an
+int64 array of shape ``(num_clips, clip_len)``. All frames of all clips are decoded in
+one pass by ``course_lib.video.decode_clips``.
+
+A clip spans ``(clip_len - 1) * stride + 1`` frames. When a video is shorter than that,
+``short="loop"`` wraps the indices around (frame ``i`` becomes ``i mod num_frames``, as
+CVRL's code does) and ``short="error"`` raises ``ShortVideoError``, which the dataset
+reports with the file's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ShortVideoError", "RandomClipSampler", "UniformClipSampler", "clip_span"]
+
+
+class ShortVideoError(ValueError):
+    """The video has fewer frames than one clip spans."""
+
+
+def clip_span(clip_len: int, stride: int) -> int:
+    """Number of frames one clip covers, first to last."""
+    return (clip_len - 1) * stride + 1
+
+
+def _check(clip_len: int, stride: int, num_clips: int, short: str) -> None:
+    if clip_len < 1 or stride < 1 or num_clips < 1:
+        raise ValueError(f"clip_len, stride and num_clips must be >= 1 (got {clip_len}, {stride}, {num_clips}).")
+    if short not in ("loop", "error"):
+        raise ValueError(f"short must be 'loop' or 'error' (got {short!r}).")
+
+
+def _clips(starts: np.ndarray, clip_len: int, stride: int, num_frames: int) -> np.ndarray:
+    """(S,) starts -> (S, clip_len) indices, wrapped into [0, num_frames)."""
+    return (starts[:, None] + stride * np.arange(clip_len)[None, :]) % num_frames
+
+
+@dataclass(frozen=True)
+class RandomClipSampler:
+    """``num_clips`` clips at independent uniformly random starts (training).
+
+    ``stride=1`` gives consecutive frames; larger strides skip frames. With
+    ``num_clips > 1`` it gives several clips per video (e.g. two views for SimCLR).
+    """
+
+    clip_len: int = 16
+    stride: int = 1
+    num_clips: int = 1
+    short: str = "loop"
+
+    def __post_init__(self):
+        _check(self.clip_len, self.stride, self.num_clips, self.short)
+
+    @property
+    def span(self) -> int:
+        return clip_span(self.clip_len, self.stride)
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        room = num_frames - self.span  # last valid start
+        if room < 0:
+            if self.short == "error":
+                raise ShortVideoError(f"the video has {num_frames} frames but a clip spans {self.span}")
+            starts = rng.integers(0, num_frames, size=self.num_clips)
+        else:
+            starts = rng.integers(0, room + 1, size=self.num_clips)
+        return _clips(starts, self.clip_len, self.stride, num_frames)
+
+
+@dataclass(frozen=True)
+class UniformClipSampler:
+    """``num_clips`` clips whose centres are evenly spaced over the video (testing).
+
+    Deterministic: the generator is ignored. Clip ``k`` is centred on
+    ``(k + 0.5) * num_frames / num_clips``, as in the IIC/DualVar retrieval protocol,
+    then shifted to lie inside the video.
+    """
+
+    clip_len: int = 16
+    stride: int = 1
+    num_clips: int = 10
+    short: str = "loop"
+
+    def __post_init__(self):
+        _check(self.clip_len, self.stride, self.num_clips, self.short)
+
+    @property
+    def span(self) -> int:
+        return clip_span(self.clip_len, self.stride)
+
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        if num_frames < self.span and self.short == "error":
+            raise ShortVideoError(f"the video has {num_frames} frames but a clip spans {self.span}")
+        centres = (np.arange(self.num_clips) + 0.5) * num_frames / self.num_clips
+        starts = np.floor(centres - (self.span - 1) / 2).astype(np.int64)
+        starts = np.clip(starts, 0, max(num_frames - self.span, 0))
+        return _clips(starts, self.clip_len, self.stride, num_frames)

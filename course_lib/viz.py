@@ -1,0 +1,90 @@
+"""Looking at clips: a frame strip, an inline animation, a batch grid.
+
+Every function accepts a clip as torch or NumPy, uint8 (0-255) or float (0-1), in
+either layout the library uses: ``(C, T, H, W)`` (model side) or ``(T, H, W, C)``
+(decoder side). Single-channel clips are shown in gray.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from einops import rearrange
+from matplotlib import animation
+
+
+def to_frames(clip) -> np.ndarray:
+    """Any clip -> uint8 NumPy (T, H, W, C)."""
+    x = clip.detach().cpu().numpy() if isinstance(clip, torch.Tensor) else np.asarray(clip)
+    if x.ndim != 4:
+        raise ValueError(f"a clip must have 4 dimensions, (C, T, H, W) or (T, H, W, C); got shape {x.shape}.")
+    if x.shape[0] in (1, 3) and x.shape[-1] not in (1, 3):
+        x = rearrange(x, "c t h w -> t h w c")
+    if x.dtype != np.uint8:
+        x = (np.clip(x.astype(np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return x
+
+
+def _show(ax, frame: np.ndarray) -> None:
+    ax.imshow(frame[..., 0] if frame.shape[-1] == 1 else frame, cmap="gray", vmin=0, vmax=255)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def frame_strip(clip, n: int = 8, *, title: str | None = None, axes=None, frame_labels: bool = True):
+    """Show ``n`` evenly spaced frames of one clip in a row; returns the figure."""
+    frames = to_frames(clip)
+    n = min(n, len(frames))
+    picks = np.linspace(0, len(frames) - 1, n).round().astype(int)
+    if axes is None:
+        fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.8), squeeze=False)
+        axes = axes[0]
+    fig = axes[0].figure
+    for ax, t in zip(axes, picks):
+        _show(ax, frames[t])
+        if frame_labels:
+            ax.set_title(f"t={t}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def animate(clip, *, fps: int = 8, scale: float = 2.0, title: str | None = None):
+    """An inline HTML animation of one clip (JavaScript player, works without a kernel)."""
+    from IPython.display import HTML
+
+    frames = to_frames(clip)
+    h, w = frames.shape[1:3]
+    fig, ax = plt.subplots(figsize=(scale * w / max(h, w) * 1.5, scale * h / max(h, w) * 1.5))
+    _show(ax, frames[0])
+    image = ax.images[0]
+    if title:
+        ax.set_title(title, fontsize=9)
+
+    def step(t):
+        image.set_data(frames[t][..., 0] if frames.shape[-1] == 1 else frames[t])
+        return (image,)
+
+    anim = animation.FuncAnimation(fig, step, frames=len(frames), interval=1000 / fps, blit=True)
+    html = HTML(anim.to_jshtml(default_mode="loop"))
+    plt.close(fig)
+    return html
+
+
+def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None, *,
+               n_frames: int = 6, max_rows: int = 8, title: str | None = None):
+    """One row per clip of a batch ``(B, C, T, H, W)`` (or a list of clips), ``n_frames`` frames each."""
+    clips = list(clips)[:max_rows]
+    fig, axes = plt.subplots(len(clips), n_frames, figsize=(1.4 * n_frames, 1.5 * len(clips)), squeeze=False)
+    for r, clip in enumerate(clips):
+        frame_strip(clip, n_frames, axes=axes[r], frame_labels=(r == 0))
+        if labels is not None:
+            name = class_names[int(labels[r])] if class_names else str(int(labels[r]))
+            axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
