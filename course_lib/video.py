@@ -376,6 +376,8 @@ def write_video(
         fmt = "rgb24" if frames.ndim == 4 else "gray"
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=fmt)
+            if fmt != pix_fmt:  # convert here: the encoder's implicit conversion is not reproducible
+                frame = frame.reformat(format=pix_fmt)
             if tb is not None:
                 frame.pts, frame.time_base = int(timestamps_ms[i]), tb
             for packet in stream.encode(frame):

@@ -1,0 +1,85 @@
+"""The command line contract, and that README, .ci/run, pyproject and environment.yml agree."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "course_lib", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_synth_command(tmp_path):
+    r = run_cli("synth", "--out", tmp_path, "--preset", "quick", "--train-per-class", 1, "--test-per-class", 1,
+                "--min-frames", 20, "--max-frames", 24, "--frame-size", 48, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["videos"] == 16 and out["config"]["size"] == 48 and len(out["classes"]) == 8
+    lines = (tmp_path / "manifest.jsonl").read_text().splitlines()
+    assert len(lines) == 17  # header + 16 videos
+    bad = run_cli("synth", "--out", tmp_path / "x", "--min-frames", 30, "--max-frames", 20)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --min-frames (30)") and bad.stderr.count("\n") == 1
+
+
+def test_probe_command(tmp_path, indexed_video):
+    good = indexed_video("cli.mp4", n=30)
+    missing = tmp_path / "missing.mp4"
+    r = run_cli("probe", good, missing)
+    assert r.returncode == 1
+    first, second = (json.loads(line) for line in r.stdout.splitlines())
+    assert first["num_frames"] == 30 and first["codec"] == "h264" and first["path"] == str(good)
+    assert second["path"] == str(missing) and "file not found" in second["error"]
+    assert r.stderr.strip() == f"error: {missing}: file not found."
+    assert run_cli("probe", good).returncode == 0
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    install = re.search(r"^(pip install -e \S+)\s*$", text, re.M).group(1)
+    test = re.search(r"^(pytest)\s*$", text, re.M).group(1)
+    return install, test
+
+
+def test_ci_runs_the_readme_commands():
+    install, test = readme_commands()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(rf"^{re.escape(install)}\s", ci, re.M) and re.search(rf"^{test}\s", ci, re.M)
+    assert "venv" in ci
+
+
+def test_environment_yml_installs_the_same_set():
+    install, _ = readme_commands()
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    deps = env["dependencies"]
+    assert "python=3.11" in deps and "pip" in deps
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    # conda runs `pip install <each line>`: the same editable install with the dev extra as the README
+    assert pip == [install.removeprefix("pip install ")]
+    # and conda itself installs nothing else that could diverge from pyproject
+    assert [d for d in deps if isinstance(d, str)] == ["python=3.11", "pip"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~ \[]", d)[0].lower() for d in project["dependencies"]}
+    assert {"torch", "torchvision", "av", "einops", "matplotlib", "ipywidgets", "jupyterlab", "nbval", "tqdm",
+            "pyyaml"} <= names
+    assert "pytest" in {re.split(r"[<>=!~ ]", d)[0] for d in project["optional-dependencies"]["dev"]}
+
+
+def test_notebooks_are_committed_without_outputs():
+    import nbformat
+
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    for nb_path in notebooks:
+        nb = nbformat.read(nb_path, as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == "python3", nb_path.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, nb_path.name

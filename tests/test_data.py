@@ -1,0 +1,151 @@
+"""Temporal samplers, the clip dataset with DataLoader workers, and the bad-video policy."""
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_index
+from torch.utils.data import DataLoader
+
+from course_lib.data import (ClipDataset, Manifest, RandomClipSampler, ShortVideoError, UniformClipSampler,
+                             VideoEntry, clip_span)
+from course_lib.video import VideoError
+
+
+# ----- samplers -----------------------------------------------------------------------------------
+
+def test_random_sampler_consecutive_and_strided():
+    rng = np.random.default_rng(0)
+    for stride in (1, 2, 4):
+        s = RandomClipSampler(clip_len=8, stride=stride, num_clips=3)
+        for n in (29, 50, 200):
+            clips = s(n, rng)
+            assert clips.shape == (3, 8) and clips.dtype == np.int64
+            assert (np.diff(clips, axis=1) == stride).all()  # strided, no wrap when the video is long enough
+            assert clips.min() >= 0 and clips.max() < n
+
+
+def test_random_sampler_covers_every_start_uniformly():
+    s = RandomClipSampler(clip_len=4, stride=2)  # span 7: starts 0..13 in a 20-frame video
+    rng = np.random.default_rng(1)
+    starts = np.array([s(20, rng)[0, 0] for _ in range(14000)])
+    counts = np.bincount(starts, minlength=14)
+    assert len(counts) == 14 and counts.min() > 850 and counts.max() < 1150  # ~1000 each
+
+
+def test_uniform_sampler_evenly_spaced_and_deterministic():
+    s = UniformClipSampler(clip_len=16, stride=1, num_clips=10)
+    clips = s(300)
+    centres = clips.mean(axis=1)
+    assert np.allclose(centres, (np.arange(10) + 0.5) * 30 - 0.5)  # centred on (k + 0.5) * n / 10
+    assert np.array_equal(clips, s(300, np.random.default_rng(5)))
+    edge = UniformClipSampler(clip_len=16, num_clips=3)(40)  # clips pushed inside the video
+    assert edge.min() == 0 and edge.max() == 39
+
+
+def test_short_videos_loop_or_raise():
+    s = RandomClipSampler(clip_len=16, stride=2)
+    assert clip_span(16, 2) == 31 == s.span
+    clips = s(10, np.random.default_rng(0))
+    assert clips.max() < 10 and (clips == (clips[0, 0] + 2 * np.arange(16)) % 10).all()  # wrapped
+    with pytest.raises(ShortVideoError, match="10 frames but a clip spans 31"):
+        RandomClipSampler(clip_len=16, stride=2, short="error")(10, np.random.default_rng(0))
+    with pytest.raises(ShortVideoError):
+        UniformClipSampler(clip_len=16, short="error")(10)
+    with pytest.raises(ValueError, match="short must be"):
+        RandomClipSampler(short="pad")
+
+
+# ----- dataset ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def indexed_manifest(tmp_path, indexed_video):
+    """Six index-carrying videos (so decoded frames tell their own index) in two classes."""
+    entries = []
+    for i in range(6):
+        n = 40 + 10 * i
+        src = indexed_video(f"ds_{n}.mp4", n=n, height=32, width=64, keyframe_interval=8)
+        rel = f"{'ab'[i % 2]}/v{i}.mp4"
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        shutil.copy(src, tmp_path / rel)
+        entries.append(VideoEntry(rel, "ab"[i % 2], "train", n, 25.0))
+    return Manifest(tmp_path, ["a", "b"], entries)
+
+
+def decoded_indices(clips: torch.Tensor) -> np.ndarray:
+    """(S, C, T, H, W) uint8 -> (S, T) frame indices read from the pixels."""
+    frames = clips.permute(0, 2, 3, 4, 1).numpy()
+    return np.array([[read_index(f) for f in clip] for clip in frames])
+
+
+def test_item_layout_and_exact_frames(indexed_manifest):
+    ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=8, stride=2, num_clips=2))
+    item = ds[3]
+    assert item["clips"].dtype == torch.uint8 and item["clips"].shape == (2, 3, 8, 32, 64)
+    assert item["label"] == 1 and item["index"] == 3
+    assert np.array_equal(decoded_indices(item["clips"]), ds.clip_indices(3))
+    assert ds.load(3).shape == (2, 3, 8, 32, 64)
+    small = ClipDataset(indexed_manifest, UniformClipSampler(clip_len=4, num_clips=3), short_side=16)
+    assert small[0]["clips"].shape == (3, 3, 4, 16, 32)
+
+
+def test_epochs_change_clips_and_workers_do_not(indexed_manifest):
+    ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4), seed=7)
+    first = [ds.clip_indices(i) for i in range(len(ds))]
+    ds.set_epoch(1)
+    assert any(not np.array_equal(a, ds.clip_indices(i)) for i, a in enumerate(first))
+    ds.set_epoch(0)
+    batches = {}
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, shuffle=False)
+        batches[workers] = [b for b in loader]
+    for b0, b2 in zip(batches[0], batches[2]):
+        assert b0["clips"].shape[1:] == (1, 3, 4, 32, 64)
+        assert torch.equal(b0["clips"], b2["clips"]) and torch.equal(b0["index"], b2["index"])
+    got = [decoded_indices(c) for b in batches[2] for c in b["clips"]]
+    assert all(np.array_equal(g, f) for g, f in zip(got, first))
+
+
+def test_vfr_entries_use_timestamps(tmp_path, indexed_video):
+    times = np.concatenate([[0], np.cumsum(np.tile([20, 100], 20))[:-1]])  # 40 frames, VFR
+    src = indexed_video("ds_vfr.mkv", n=40, timestamps_ms=times.tolist(), keyframe_interval=8)
+    shutil.copy(src, tmp_path / "v.mkv")
+    m = Manifest(tmp_path, ["a"], [VideoEntry("v.mkv", "a", "train", 40, 16.7, {"vfr": True})])
+    ds = ClipDataset(m, RandomClipSampler(clip_len=6))
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        assert np.array_equal(decoded_indices(ds[0]["clips"]), ds.clip_indices(0))
+
+
+def test_bad_video_is_skipped_with_a_counting_warning(indexed_manifest):
+    bad = indexed_manifest.path(indexed_manifest[1])
+    bad.write_bytes(b"broken")
+    ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4))
+    with pytest.warns(UserWarning, match=r"skipped a bad video \(1 so far in this process\): .*v1.mp4"):
+        item = ds[1]
+    assert item["index"] == 2 and item["label"] == 0  # the next good video, with its own label
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ds[1]["index"] == 2  # known bad: skipped silently, never decoded again
+    strict = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4), strict=True)
+    with pytest.raises(VideoError, match="v1.mp4"):
+        strict[1]
+
+
+def test_missing_video_and_all_bad_do_not_hang(indexed_manifest):
+    for e in indexed_manifest:
+        indexed_manifest.path(e).unlink()
+    ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4), max_skips=3)
+    with pytest.warns(UserWarning, match="file not found"), pytest.raises(VideoError, match="3 bad videos in a row"):
+        ds[0]
+
+
+def test_video_shorter_than_the_clip(indexed_manifest):
+    sampler = RandomClipSampler(clip_len=32, stride=2, short="error")  # spans 63 > 40 frames of v0
+    strict = ClipDataset(indexed_manifest, sampler, strict=True)
+    with pytest.raises(VideoError, match=r"v0.mp4: too short for the clip \(the video has 40 frames"):
+        strict[0]
+    looped = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=32, stride=2))
+    idx = decoded_indices(looped[0]["clips"])
+    assert idx.max() < 40 and np.array_equal(idx, looped.clip_indices(0))
