@@ -19,6 +19,7 @@ from typing import Sequence
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 __all__ = [
     "VideoError",
@@ -27,6 +28,7 @@ __all__ = [
     "frame_timestamps",
     "decode_frames",
     "decode_clips",
+    "decode_from_start",
     "write_video",
     "output_size",
 ]
@@ -72,7 +74,12 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.vide
     if not container.streams.video:
         container.close()
         raise VideoError(f"{p}: has no video stream.")
-    return container, container.streams.video[0]
+    stream = container.streams.video[0]
+    # Single-threaded unless a caller asks for more: at the course's frame sizes threads
+    # cost more than they save, and an FFmpeg context (decoder or swscale) that owns a
+    # thread pool deadlocks when it is garbage-collected in a forked DataLoader worker.
+    stream.codec_context.thread_count = 1
+    return container, stream
 
 
 def _reason(e: Exception) -> str:
@@ -171,6 +178,18 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         container.close()
 
 
+def _set_threads(stream, threads: int) -> None:
+    if threads != 1:
+        stream.thread_type = "AUTO"  # frame and slice threads
+        stream.codec_context.thread_count = threads
+
+
+def _rgb(reformatter: VideoReformatter, frame, width: int, height: int, interpolation: str) -> np.ndarray:
+    """Colour-convert and resize in one swscale call, single-threaded (see ``_open``)."""
+    return reformatter.reformat(frame, format="rgb24", width=width, height=height, interpolation=interpolation,
+                                threads=1).to_ndarray()
+
+
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     """(width, height) after scaling the shorter side to ``short_side``, keeping aspect."""
     if short_side is None:
@@ -187,7 +206,7 @@ def decode_frames(
     short_side: int | None = None,
     size: tuple[int, int] | None = None,
     timestamps: np.ndarray | None = None,
-    threads: int = 0,
+    threads: int = 1,
     interpolation: str = "AREA",
     stats: dict | None = None,
 ) -> np.ndarray:
@@ -200,7 +219,8 @@ def decode_frames(
         size: (height, width) to scale to exactly; overrides ``short_side``.
         timestamps: sorted frame pts from ``frame_timestamps``; needed for exact indices
             in variable-frame-rate videos. Without it the frame rate is taken as constant.
-        threads: decoder threads (0 lets FFmpeg choose; use 1 inside DataLoader workers).
+        threads: decoder threads. 1 (the default) is fastest for small frames and safe with
+            forked DataLoader workers; 0 lets FFmpeg choose, for large frames in one process.
         interpolation: swscale filter ("AREA", "BILINEAR", "BICUBIC", ...).
         stats: if given, filled with ``decoded`` (frames decoded) and ``seeks``.
 
@@ -226,8 +246,7 @@ def decode_frames(
 
 
 def _decode(container, stream, path, idx, short_side, size, timestamps, threads, interpolation, stats):
-    stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = threads
+    _set_threads(stream, threads)
     tb = stream.time_base
     start = stream.start_time or 0
     fps = _fps(stream)
@@ -250,6 +269,7 @@ def _decode(container, stream, path, idx, short_side, size, timestamps, threads,
             return int(timestamps[i])
         return start + round(i / (fps * tb))
 
+    reformatter = VideoReformatter()  # one swscale context for every frame of this call
     wanted = np.unique(idx)  # sorted
     where = {int(w): np.nonzero(idx == w)[0] for w in wanted}
     out = None
@@ -266,48 +286,38 @@ def _decode(container, stream, path, idx, short_side, size, timestamps, threads,
 
     frames = seek(int(wanted[0]))
     first_after_seek = True
+    gap_seeks = True  # seek across large gaps, until one such seek lands behind us
     while k < len(wanted):
         target = int(wanted[k])
-        if target - current > SEEK_GAP and not first_after_seek:
+        if gap_seeks and not first_after_seek and target - current > SEEK_GAP:
             frames, first_after_seek = seek(target), True
         frame = next(frames, None)
-        counts["decoded"] += frame is not None
         if frame is None:
-            have = current + 1
-            raise VideoError(
-                f"{path}: asked for frame {int(wanted[-1])} but decoding ended after {have} frames."
-            )
+            raise VideoError(f"{path}: asked for frame {int(wanted[-1])} but decoding ended after {current + 1} frames.")
+        counts["decoded"] += 1
         i = to_index(frame, current)
         if first_after_seek:
             first_after_seek = False
-            if i > target:  # the seek landed after the wanted frame: start over from the top
+            if i > target:  # the seek landed after the wanted frame (broken index): start over from the top
                 if retried_from_start:
                     raise VideoError(f"{path}: cannot seek to frame {target} (broken index).")
                 retried_from_start = True
                 counts["seeks"] += 1
                 container.seek(start, stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
-                current = -1
+                frames, current = container.decode(stream), -1
                 continue
+            if i <= current:  # sparse keyframes: the gap seek went backwards, so stop seeking over gaps
+                gap_seeks = False
         current = i
         if i < target:
             continue
         if out is None:
-            if size is not None:
-                h, w = size
-            else:
-                w, h = output_size(frame.width, frame.height, short_side)
+            h, w = size if size is not None else output_size(frame.width, frame.height, short_side)[::-1]
             out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
+        rgb = _rgb(reformatter, frame, out.shape[2], out.shape[1], interpolation)
+        # wanted[k] < i only when the stream has no frame at that index (VFR without timestamps): use this one
         while k < len(wanted) and int(wanted[k]) <= i:
-            if int(wanted[k]) == i:
-                arr = frame.to_ndarray(
-                    format="rgb24", width=out.shape[2], height=out.shape[1], interpolation=interpolation
-                )
-                out[where[i]] = arr
-            else:  # a frame the stream skipped (VFR without timestamps): take the next one
-                out[where[int(wanted[k])]] = frame.to_ndarray(
-                    format="rgb24", width=out.shape[2], height=out.shape[1], interpolation=interpolation
-                )
+            out[where[int(wanted[k])]] = rgb
             k += 1
     return out
 
@@ -322,6 +332,36 @@ def decode_clips(path: str | os.PathLike, clips: np.ndarray, **kwargs) -> np.nda
     s, t = clips.shape
     frames = decode_frames(path, clips.reshape(-1), **kwargs)  # (S*T, H, W, 3)
     return frames.reshape(s, t, *frames.shape[1:])
+
+
+def decode_from_start(path: str | os.PathLike, indices: Sequence[int] | np.ndarray, *,
+                      short_side: int | None = None, threads: int = 1) -> np.ndarray:
+    """The naive reference: decode every frame from the first one, keep the wanted ones.
+
+    Same output as ``decode_frames`` (uint8 (T, H, W, 3), frame ``i`` is the ``i``-th
+    frame decoded), with no seeking and no timestamp arithmetic. It is the baseline that
+    seeking is measured against, and an independent check of ``decode_frames``.
+    """
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    container, stream = _open(path)
+    _set_threads(stream, threads)
+    out, reformatter = None, VideoReformatter()
+    try:
+        last = int(idx.max())
+        for i, frame in enumerate(container.decode(stream)):
+            if out is None:
+                w, h = output_size(frame.width, frame.height, short_side)
+                out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
+            hits = np.nonzero(idx == i)[0]
+            if len(hits):
+                out[hits] = _rgb(reformatter, frame, w, h, "AREA")
+            if i == last:
+                return out
+    except av.error.FFmpegError as e:
+        raise VideoError(f"{path}: decoding failed ({_reason(e)}).") from None
+    finally:
+        container.close()
+    raise VideoError(f"{path}: asked for frame {last} but the video ended earlier.")
 
 
 def write_video(
@@ -374,10 +414,11 @@ def write_video(
             stream.codec_context.time_base = tb
             stream.time_base = tb
         fmt = "rgb24" if frames.ndim == 4 else "gray"
+        reformatter = VideoReformatter()  # one swscale context for all frames
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=fmt)
             if fmt != pix_fmt:  # convert here: the encoder's implicit conversion is not reproducible
-                frame = frame.reformat(format=pix_fmt)
+                frame = reformatter.reformat(frame, format=pix_fmt, threads=1)
             if tb is not None:
                 frame.pts, frame.time_base = int(timestamps_ms[i]), tb
             for packet in stream.encode(frame):

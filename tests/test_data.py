@@ -107,6 +107,32 @@ def test_epochs_change_clips_and_workers_do_not(indexed_manifest):
     assert all(np.array_equal(g, f) for g, f in zip(got, first))
 
 
+@pytest.mark.timeout(120)
+def test_decoder_garbage_is_safe_to_collect_in_a_forked_worker(indexed_manifest):
+    """A decoder left in a reference cycle is freed by whichever process collects it, possibly a
+    forked DataLoader worker; freeing a codec context that owns a thread pool there deadlocks."""
+    import gc
+    import multiprocessing as mp
+
+    gc.disable()
+    try:
+        for i in range(len(indexed_manifest)):
+            try:
+                from course_lib.video import decode_frames
+                decode_frames(indexed_manifest.path(indexed_manifest[i]), [0, 999])  # raises
+            except VideoError as e:
+                cycle = [e]
+                cycle.append(cycle)  # the exception (and the decoder frames it holds) is now cyclic garbage
+                del cycle
+        child = mp.get_context("fork").Process(target=gc.collect)
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0, "the forked child hung while collecting decoder garbage"
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def test_vfr_entries_use_timestamps(tmp_path, indexed_video):
     times = np.concatenate([[0], np.cumsum(np.tile([20, 100], 20))[:-1]])  # 40 frames, VFR
     src = indexed_video("ds_vfr.mkv", n=40, timestamps_ms=times.tolist(), keyframe_interval=8)

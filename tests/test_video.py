@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from conftest import read_index
 
-from course_lib.video import VideoError, decode_clips, decode_frames, frame_timestamps, output_size, probe
+from course_lib.video import (VideoError, decode_clips, decode_frames, decode_from_start, frame_timestamps, output_size,
+                              probe)
 
 FORMATS = [  # name, codec, pix_fmt
     ("h264.mp4", "libx264", "yuv420p"),
@@ -31,6 +32,14 @@ def test_random_index_sets_are_exact(indexed_video, name, codec, pix_fmt, keyint
     assert indices_of(decode_frames(path, [0, 1, 2])) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("name,codec,pix_fmt", FORMATS)
+def test_seeking_matches_the_naive_decoder_pixel_for_pixel(indexed_video, name, codec, pix_fmt):
+    path = indexed_video(f"naive_{name}", n=90, codec=codec, pix_fmt=pix_fmt, keyframe_interval=12)
+    want = np.random.default_rng(3).integers(0, 90, size=20)
+    for side in (None, 40):
+        assert np.array_equal(decode_frames(path, want, short_side=side), decode_from_start(path, want, short_side=side))
+
+
 def test_seek_decodes_only_from_the_keyframe(indexed_video):
     path = indexed_video("seek.mp4", n=200, keyframe_interval=10)
     stats = {}
@@ -47,6 +56,17 @@ def test_far_apart_frames_reseek_instead_of_decoding_the_gap(indexed_video):
     out = decode_frames(path, [5, 250], stats=stats)
     assert indices_of(out) == [5, 250]
     assert stats["seeks"] == 2 and stats["decoded"] < 30
+
+
+@pytest.mark.timeout(60)
+def test_sparse_keyframes_terminate_and_stay_exact(indexed_video):
+    """Keyframe every 250 frames: a seek across a gap lands behind the decoder, which must not loop."""
+    path = indexed_video("sparse.mp4", n=250, keyframe_interval=250)
+    stats = {}
+    want = [5, 100, 101, 200, 249]
+    assert indices_of(decode_frames(path, want, stats=stats)) == want
+    assert stats["seeks"] == 2 and stats["decoded"] <= 250 + 6  # one wasted seek at most
+    assert indices_of(decode_frames(path, range(150, 166))) == list(range(150, 166))
 
 
 def test_probe_fields(indexed_video):

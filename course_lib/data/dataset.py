@@ -45,7 +45,7 @@ class ClipDataset(Dataset):
         size: decode to exactly (height, width); needed to batch videos of mixed aspect.
         strict: raise on the first bad video instead of skipping it.
         seed: base seed of the per-item generators.
-        decode_threads: FFmpeg threads per decode (1 suits DataLoader workers).
+        decode_threads: FFmpeg threads per decode (1, the default, suits DataLoader workers).
         max_skips: bad videos in a row after which even the lenient mode raises.
     """
 
