@@ -31,12 +31,81 @@ def clip_decode_rate(manifest: Manifest, *, clip_len: int = 16, stride: int = 1,
 
 
 def loader_rate(dataset, *, num_workers: int, batch_size: int = 8, batches: int = 8) -> float:
-    """Clips per second delivered by a DataLoader over ``dataset`` (start-up of the workers included)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                        persistent_workers=False)
+    """Steady-state clips per second of a DataLoader over ``dataset``.
+
+    The first batch is not timed: it includes starting the worker processes, a one-off
+    cost that persistent workers pay once per run, not once per epoch.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+    it = iter(loader)
+    next(it)  # warm-up: worker start-up
     n, t0 = 0, time.perf_counter()
-    for i, batch in enumerate(loader):
-        n += batch["clips"].shape[0] * batch["clips"].shape[1]
-        if i + 1 == batches:
+    for _ in range(batches):
+        batch = next(it, None)
+        if batch is None:
             break
+        n += batch["clips"].shape[0] * batch["clips"].shape[1]
     return n / (time.perf_counter() - t0)
+
+
+def long_videos(folder, *, count: int = 8, seconds: float = 10.0, size: int = 128, keyframe_interval: int = 16,
+                seed: int = 0) -> Manifest:
+    """``count`` built-in-style videos of ``seconds`` each (25 fps), for decode benchmarks."""
+    from pathlib import Path
+
+    from .data.manifest import VideoEntry
+    from .data.synth import PRESETS, render, sample_params
+    from .video import write_video
+
+    folder = Path(folder)
+    params = sample_params(PRESETS["quick"])
+    rng = np.random.default_rng(seed)
+    entries = []
+    for k in range(count):
+        p = dict(params[int(rng.integers(len(params)))], num_frames=int(seconds * 25), seed=seed + k)
+        write_video(folder / f"long_{k}.mp4", render(p, size), keyframe_interval=keyframe_interval)
+        entries.append(VideoEntry(f"long_{k}.mp4", p["label"], "test", p["num_frames"], 25.0))
+    from .data.synth import CLASSES
+
+    return Manifest(folder, list(CLASSES), entries)
+
+
+def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int = 128, clips: int = 128,
+                     workers: tuple[int, ...] = (0, 1, 2), long_seconds: float = 10.0, seed: int = 0) -> dict:
+    """Clips/s: seek vs from-start on ``manifest`` and on long videos, and DataLoader workers."""
+    import tempfile
+
+    from .data.dataset import ClipDataset
+
+    results = {"clip_len": clip_len, "short_side": short_side, "clips": clips, "rows": []}
+
+    def row(what, data, clips_per_s, **extra):
+        results["rows"].append({"what": what, "data": data, "clips_per_s": round(clips_per_s, 1), **extra})
+
+    for data_name, m in [("built-in", manifest)]:
+        seek = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=True, seed=seed)
+        start = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=False, seed=seed)
+        row("seek + decode (course_lib)", data_name, seek, ratio=round(seek / start, 2))
+        row("decode from the start", data_name, start, ratio=1.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        m = long_videos(tmp, seconds=long_seconds, size=short_side)
+        name = f"{long_seconds:g} s videos"
+        seek = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=True, seed=seed)
+        start = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=False, seed=seed)
+        row("seek + decode (course_lib)", name, seek, ratio=round(seek / start, 2))
+        row("decode from the start", name, start, ratio=1.0)
+    ds = ClipDataset(manifest, RandomClipSampler(clip_len=clip_len), short_side=short_side, seed=seed)
+    base = None
+    for w in workers:
+        rate = loader_rate(ds, num_workers=w, batch_size=8, batches=max(1, clips // 8))
+        base = base or rate
+        row(f"DataLoader, {w} workers", "built-in", rate, ratio=round(rate / base, 2))
+    return results
+
+
+def format_table(results: dict) -> str:
+    """A plain-text table of ``decode_benchmark`` rows."""
+    lines = [f"{'what':32s} {'data':16s} {'clips/s':>9s} {'ratio':>6s}"]
+    for r in results["rows"]:
+        lines.append(f"{r['what']:32s} {r['data']:16s} {r['clips_per_s']:9.1f} {r.get('ratio', ''):>6}")
+    return "\n".join(lines)

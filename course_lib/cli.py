@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {synth,probe} ...``.
+"""Command line: ``python -m course_lib {synth,probe,bench} ...``.
 
 Results go to stdout as JSON; a user mistake (bad path, bad video, bad setting) is one
 line on stderr starting with ``error:`` and a non-zero exit status.
@@ -45,6 +45,26 @@ def _probe(args) -> int:
     return 1 if failed else 0
 
 
+def _bench(args) -> int:
+    import os
+    import platform
+    from pathlib import Path
+
+    from .bench import decode_benchmark, format_table
+    from .data import Manifest, builtin_dataset
+
+    manifest = Manifest.load(args.data) if args.data else builtin_dataset(progress=False)
+    results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
+    results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                          "data": str(manifest.root)}
+    print(format_table(results), file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes (default: all cores, at most 8)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("bench", help="measure throughput (decode: clips/s)")
+    p.add_argument("what", choices=["decode"])
+    p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
+    p.add_argument("--clip-len", type=int, default=16)
+    p.add_argument("--short-side", type=int, default=128)
+    p.add_argument("--clips", type=int, default=128, help="clips per measurement")
+    p.add_argument("--out", help="also write the JSON result here")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("probe", help="describe video files, one JSON line each")
     p.add_argument("files", nargs="+")

@@ -40,6 +40,20 @@ def test_probe_command(tmp_path, indexed_video):
     assert run_cli("probe", good).returncode == 0
 
 
+def test_bench_decode_command(tmp_path, synth_quick):
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", "decode", "--data", synth_quick.root, "--clips", 8, "--clip-len", 8, "--short-side", 48,
+                "--out", out)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert json.loads(r.stdout) == result
+    rows = {(row["what"], row["data"]): row for row in result["rows"]}
+    assert len(rows) == 7 and all(row["clips_per_s"] > 0 for row in rows.values())
+    seek, start = rows[("seek + decode (course_lib)", "10 s videos")], rows[("decode from the start", "10 s videos")]
+    assert seek["ratio"] == round(seek["clips_per_s"] / start["clips_per_s"], 2)  # both sides from the same run
+    assert "clips/s" in r.stderr  # the table
+
+
 def readme_commands():
     text = (ROOT / "README.md").read_text()
     install = re.search(r"^(pip install -e \S+)\s*$", text, re.M).group(1)
