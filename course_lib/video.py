@@ -219,8 +219,12 @@ def decode_frames(
         size: (height, width) to scale to exactly; overrides ``short_side``.
         timestamps: sorted frame pts from ``frame_timestamps``; needed for exact indices
             in variable-frame-rate videos. Without it the frame rate is taken as constant.
-        threads: decoder threads. 1 (the default) is fastest for small frames and safe with
-            forked DataLoader workers; 0 lets FFmpeg choose, for large frames in one process.
+        threads: decoder threads (frame and slice threading when not 1). The default, 1, is
+            right for clips: measured on 2 cores for a 16-frame clip scaled to 128 px,
+            threads=0 (FFmpeg chooses) took 3.2 vs 2.0 ms at 128x128, the same at 320x240
+            and 640x360, and 19.7 vs 23.1 ms at 1280x720. Parallelism comes from
+            DataLoader worker processes instead; a decoder with a thread pool must not be
+            left as garbage in a process that later forks workers (see ``_open``).
         interpolation: swscale filter ("AREA", "BILINEAR", "BICUBIC", ...).
         stats: if given, filled with ``decoded`` (frames decoded) and ``seeks``.
 
