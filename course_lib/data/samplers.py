@@ -27,51 +27,53 @@ def clip_span(clip_len: int, stride: int) -> int:
     return (clip_len - 1) * stride + 1
 
 
-def _check(clip_len: int, stride: int, num_clips: int, short: str) -> None:
-    if clip_len < 1 or stride < 1 or num_clips < 1:
-        raise ValueError(f"clip_len, stride and num_clips must be >= 1 (got {clip_len}, {stride}, {num_clips}).")
-    if short not in ("loop", "error"):
-        raise ValueError(f"short must be 'loop' or 'error' (got {short!r}).")
-
-
 def _clips(starts: np.ndarray, clip_len: int, stride: int, num_frames: int) -> np.ndarray:
     """(S,) starts -> (S, clip_len) indices, wrapped into [0, num_frames)."""
     return (starts[:, None] + stride * np.arange(clip_len)[None, :]) % num_frames
 
 
 @dataclass(frozen=True)
-class RandomClipSampler:
+class _ClipSampler:
+    clip_len: int = 16  # frames per clip
+    stride: int = 1  # step between frames of a clip
+    num_clips: int = 1  # clips per video
+    short: str = "loop"  # a video shorter than a clip: "loop" (wrap indices) or "error"
+
+    def __post_init__(self):
+        if self.clip_len < 1 or self.stride < 1 or self.num_clips < 1:
+            raise ValueError(f"clip_len, stride and num_clips must be >= 1 (got {self.clip_len}, {self.stride}, "
+                             f"{self.num_clips}).")
+        if self.short not in ("loop", "error"):
+            raise ValueError(f"short must be 'loop' or 'error' (got {self.short!r}).")
+
+    @property
+    def span(self) -> int:
+        return clip_span(self.clip_len, self.stride)
+
+    def _too_short(self, num_frames: int) -> bool:
+        if num_frames >= self.span:
+            return False
+        if self.short == "error":
+            raise ShortVideoError(f"the video has {num_frames} frames but a clip spans {self.span}")
+        return True
+
+
+@dataclass(frozen=True)
+class RandomClipSampler(_ClipSampler):
     """``num_clips`` clips at independent uniformly random starts (training).
 
     ``stride=1`` gives consecutive frames; larger strides skip frames. With
     ``num_clips > 1`` it gives several clips per video (e.g. two views for SimCLR).
     """
 
-    clip_len: int = 16
-    stride: int = 1
-    num_clips: int = 1
-    short: str = "loop"
-
-    def __post_init__(self):
-        _check(self.clip_len, self.stride, self.num_clips, self.short)
-
-    @property
-    def span(self) -> int:
-        return clip_span(self.clip_len, self.stride)
-
     def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
-        room = num_frames - self.span  # last valid start
-        if room < 0:
-            if self.short == "error":
-                raise ShortVideoError(f"the video has {num_frames} frames but a clip spans {self.span}")
-            starts = rng.integers(0, num_frames, size=self.num_clips)
-        else:
-            starts = rng.integers(0, room + 1, size=self.num_clips)
+        last_start = num_frames - 1 if self._too_short(num_frames) else num_frames - self.span
+        starts = rng.integers(0, last_start + 1, size=self.num_clips)
         return _clips(starts, self.clip_len, self.stride, num_frames)
 
 
 @dataclass(frozen=True)
-class UniformClipSampler:
+class UniformClipSampler(_ClipSampler):
     """``num_clips`` clips whose centres are evenly spaced over the video (testing).
 
     Deterministic: the generator is ignored. Clip ``k`` is centred on
@@ -79,21 +81,10 @@ class UniformClipSampler:
     then shifted to lie inside the video.
     """
 
-    clip_len: int = 16
-    stride: int = 1
     num_clips: int = 10
-    short: str = "loop"
-
-    def __post_init__(self):
-        _check(self.clip_len, self.stride, self.num_clips, self.short)
-
-    @property
-    def span(self) -> int:
-        return clip_span(self.clip_len, self.stride)
 
     def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        if num_frames < self.span and self.short == "error":
-            raise ShortVideoError(f"the video has {num_frames} frames but a clip spans {self.span}")
+        self._too_short(num_frames)
         centres = (np.arange(self.num_clips) + 0.5) * num_frames / self.num_clips
         starts = np.floor(centres - (self.span - 1) / 2).astype(np.int64)
         starts = np.clip(starts, 0, max(num_frames - self.span, 0))
