@@ -10,7 +10,8 @@ from .manifest import (
     read_kinetics,
     read_ucf101,
 )
-from .samplers import RandomClipSampler, ShortVideoError, UniformClipSampler, clip_span
+from .samplers import (OrderedClipsSampler, RandomClipSampler, RandomStrideSampler, ShortVideoError, UniformClipSampler,
+                       clip_span)
 from .synth import CLASSES as SYNTH_CLASSES
 from .synth import PRESETS as SYNTH_PRESETS
 from .synth import SynthConfig
@@ -25,6 +26,6 @@ def builtin_dataset(quick: bool | None = None, *, progress: bool = True) -> Mani
 
 __all__ = [
     "ClipDataset", "Manifest", "ManifestError", "VideoEntry", "probe_manifest", "read_folder", "read_hmdb51",
-    "read_kinetics", "read_ucf101", "RandomClipSampler", "UniformClipSampler", "ShortVideoError", "clip_span",
+    "read_kinetics", "read_ucf101", "RandomClipSampler", "OrderedClipsSampler", "RandomStrideSampler", "UniformClipSampler", "ShortVideoError", "clip_span",
     "SYNTH_CLASSES", "SYNTH_PRESETS", "SynthConfig", "builtin_dataset",
 ]

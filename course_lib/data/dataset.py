@@ -3,6 +3,7 @@
 Each item is a dict::
 
     clips: torch.uint8, (S, C, T, H, W)   S clips from the sampler, C = 3 (RGB)
+    frames: torch.int64, (S, T)          the frame index of every clip frame
     label: int                           class index in manifest.classes
     index: int                           position of the video in the manifest
 
@@ -83,18 +84,19 @@ class ClipDataset(Dataset):
         except ShortVideoError as e:
             raise VideoError(f"{self.manifest.path(entry)}: too short for the clip ({e}).") from None
 
-    def load(self, index: int) -> torch.Tensor:
+    def load(self, index: int, frames: np.ndarray | None = None) -> torch.Tensor:
         """Decode the clips of video ``index``: uint8 (S, C, T, H, W). Raises VideoError."""
         entry = self.manifest[index]
+        frames = self.clip_indices(index) if frames is None else frames
         path = self.manifest.path(entry)
         ts = None
         if entry.attrs.get("vfr"):
             if index not in self._timestamps:
                 self._timestamps[index] = frame_timestamps(path)[0]
             ts = self._timestamps[index]
-        frames = decode_clips(path, self.clip_indices(index), short_side=self.short_side, size=self.size,
-                              timestamps=ts, threads=self.decode_threads)  # S x T x H x W x C
-        return rearrange(torch.from_numpy(frames), "s t h w c -> s c t h w")
+        clips = decode_clips(path, frames, short_side=self.short_side, size=self.size, timestamps=ts,
+                             threads=self.decode_threads)  # S x T x H x W x C
+        return rearrange(torch.from_numpy(clips), "s t h w c -> s c t h w")
 
     def __getitem__(self, index: int) -> dict:
         for attempt in range(self.max_skips + 1):
@@ -102,13 +104,14 @@ class ClipDataset(Dataset):
             if i in self.bad:
                 continue
             try:
-                clips = self.load(i)
+                frames = self.clip_indices(i)
+                clips = self.load(i, frames)
             except VideoError as e:
                 if self.strict:
                     raise
                 self.bad[i] = str(e)
                 warnings.warn(f"skipped a bad video ({len(self.bad)} so far in this process): {e}", stacklevel=2)
                 continue
-            return {"clips": clips, "label": self.labels[i], "index": i}
+            return {"clips": clips, "frames": torch.from_numpy(frames), "label": self.labels[i], "index": i}
         raise VideoError(f"{self.manifest.root}: {self.max_skips} bad videos in a row from item {index}; "
                          f"last: {self.bad.get(i, '?')}")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ShortVideoError", "RandomClipSampler", "UniformClipSampler", "clip_span"]
+__all__ = ["ShortVideoError", "RandomClipSampler", "UniformClipSampler", "OrderedClipsSampler", "RandomStrideSampler",
+           "clip_span"]
 
 
 class ShortVideoError(ValueError):
@@ -89,3 +90,44 @@ class UniformClipSampler(_ClipSampler):
         starts = np.floor(centres - (self.span - 1) / 2).astype(np.int64)
         starts = np.clip(starts, 0, max(num_frames - self.span, 0))
         return _clips(starts, self.clip_len, self.stride, num_frames)
+
+
+@dataclass(frozen=True)
+class OrderedClipsSampler(_ClipSampler):
+    """``num_clips`` clips in temporal order, ``gap`` frames apart, at a random start (VCOP).
+
+    VCOP's setting is 3 clips of 16 frames with 8 frames between them.
+    """
+
+    num_clips: int = 3
+    gap: int = 8
+
+    @property
+    def total_span(self) -> int:
+        return self.num_clips * self.span + (self.num_clips - 1) * self.gap
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        room = num_frames - self.total_span
+        if room < 0 and self.short == "error":
+            raise ShortVideoError(f"the video has {num_frames} frames but {self.num_clips} clips span {self.total_span}")
+        start = int(rng.integers(0, max(room, 0) + 1))
+        starts = start + np.arange(self.num_clips) * (self.span + self.gap)
+        return _clips(starts, self.clip_len, self.stride, num_frames)
+
+
+@dataclass(frozen=True)
+class RandomStrideSampler(_ClipSampler):
+    """Clips whose frame stride is drawn from ``strides`` (playback-speed prediction)."""
+
+    strides: tuple[int, ...] = (1, 2, 4, 8)
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        out = []
+        for _ in range(self.num_clips):
+            stride = int(rng.choice(self.strides))
+            span = clip_span(self.clip_len, stride)
+            if span > num_frames and self.short == "error":
+                raise ShortVideoError(f"the video has {num_frames} frames but a clip at stride {stride} spans {span}")
+            start = rng.integers(0, max(num_frames - span, 0) + 1, size=1)
+            out.append(_clips(start, self.clip_len, stride, num_frames)[0])
+        return np.stack(out)

@@ -1,0 +1,40 @@
+"""Playback speed prediction (Pace: Wang et al., *Self-supervised Video Representation
+Learning by Pace Prediction*, ECCV 2020; SpeedNet: Benaim et al., CVPR 2020).
+
+The sampler draws each clip with a random frame stride from ``strides``; the network
+predicts which. Telling 1x from 4x playback requires knowing how fast things move.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import accuracy, to_float
+
+
+class SpeedPrediction(nn.Module):
+    def __init__(self, backbone: nn.Module, *, strides=(1, 2, 4, 8)):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("strides", torch.tensor(strides), persistent=False)
+        self.head = nn.Linear(backbone.feature_dim, len(strides))
+
+    def labels(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T) frame indices -> index of their stride in ``strides``.
+
+        The stride is the most common forward step; a short video whose indices wrap
+        around has one backward step, which the mode ignores.
+        """
+        steps = frames[:, 1:] - frames[:, :-1]  # B x (T-1)
+        step = torch.where(steps > 0, steps, torch.full_like(steps, -1)).mode(dim=1).values  # B
+        match = step[:, None] == self.strides[None, :]
+        if not match.any(1).all():
+            raise ValueError(f"clip strides {step.tolist()} are not all in {self.strides.tolist()}.")
+        return match.float().argmax(1)
+
+    def forward(self, batch: dict):
+        clips, frames = batch["clips"][:, 0], batch["frames"][:, 0]  # B x C x T x H x W, B x T
+        label = self.labels(frames)
+        logits = self.head(self.backbone(to_float(clips)))  # B x len(strides)
+        loss = nn.functional.cross_entropy(logits, label)
+        return loss, {"loss": loss.item(), "acc": accuracy(logits, label)}

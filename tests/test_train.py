@@ -1,0 +1,113 @@
+"""Methods and the training loop: every method learns on a fixed batch, resume is exact."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from course_lib.data import ClipDataset
+from course_lib.methods import METHODS, build_method, sampler_for
+from course_lib.methods.rotation import rotate
+from course_lib.models import create_model
+from course_lib.train import CHECKPOINT, METRICS, TrainConfig, load_checkpoint, load_or_train, lr_factor, train
+
+
+def tiny_backbone():
+    return create_model("r3d_vcop", width=0.125)
+
+
+def dataset_for(method: str, manifest, clip_len=4):
+    return ClipDataset(manifest, sampler_for(method, clip_len=clip_len), split="train", size=(32, 32))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_reduces_its_loss_on_a_fixed_batch(name, synth_quick):
+    torch.manual_seed(0)
+    ds = dataset_for(name, synth_quick)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
+    method = build_method(name, tiny_backbone(), num_classes=8)
+    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+
+    def loss_now():
+        torch.manual_seed(1)  # the same pretext labels (rotations, orders) every time
+        return method(batch)[0]
+
+    before = loss_now().item()
+    for _ in range(15):
+        loss = loss_now()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss_now().item() < 0.7 * before
+
+
+def test_rotation_turns_every_frame_by_the_same_angle():
+    clips = torch.arange(2 * 3 * 4 * 5 * 5).reshape(2, 3, 4, 5, 5)
+    out = rotate(clips, torch.tensor([1, 3]))
+    assert torch.equal(out[0], torch.rot90(clips[0], 1, dims=(-2, -1)))
+    assert torch.equal(out[1], torch.rot90(clips[1], 3, dims=(-2, -1)))
+
+
+def test_vcop_sampler_and_labels(synth_quick):
+    ds = dataset_for("vcop", synth_quick)
+    frames = ds[0]["frames"]
+    assert frames.shape == (3, 4) and (frames[1, 0] - frames[0, 0]) == 4 + 2  # clip span + gap, in order
+    method = build_method("vcop", tiny_backbone())
+    assert method.orders.shape == (6, 3) and len(method.pairs) == 3
+
+
+def test_speed_labels_from_frame_indices():
+    method = build_method("speed", tiny_backbone())
+    frames = torch.tensor([[0, 1, 2, 3], [10, 14, 18, 22], [5, 13, 1, 9]])  # the last wraps in a 20-frame video
+    assert method.labels(frames).tolist() == [0, 2, 3]
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(epochs=10, lr=1.0, warmup_epochs=1, schedule="cosine")
+    assert lr_factor(0, 10, cfg) == pytest.approx(0.1) and lr_factor(9, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, 10, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, 10, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    step = TrainConfig(epochs=10, schedule="multistep", milestones=[4, 8], gamma=0.2)
+    assert [lr_factor(e * 10, 10, step) for e in (0, 3, 4, 7, 8, 9)] == pytest.approx([1, 1, .2, .2, .04, .04])
+    with pytest.raises(ValueError, match="schedule must be"):
+        TrainConfig(schedule="linear")
+
+
+def run(manifest, out, **kwargs):
+    torch.manual_seed(123)  # a model initialised the same way in every run
+    method = build_method("rotation", tiny_backbone())
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=0.05, num_workers=0, warmup_epochs=0.5, seed=3)
+    summary = train(method, dataset_for("rotation", manifest), cfg, out, progress=False, **kwargs)
+    return method, summary, cfg
+
+
+def test_resumed_run_is_bit_for_bit_equal(tmp_path, synth_quick):
+    straight, s1, _ = run(synth_quick, tmp_path / "a")
+    _, partial, _ = run(synth_quick, tmp_path / "b", stop_after_epochs=1)
+    assert partial["epochs_done"] == 1
+    resumed, s2, _ = run(synth_quick, tmp_path / "b")  # picks up the checkpoint
+    assert s2["epochs_done"] == 3
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha = [json.loads(line) for line in (tmp_path / "a" / METRICS).read_text().splitlines()]
+    hb = [json.loads(line) for line in (tmp_path / "b" / METRICS).read_text().splitlines()]
+    assert [h["loss"] for h in ha] == [h["loss"] for h in hb] and len(ha) == 3
+
+
+def test_checkpoints_are_atomic_and_weights_only(tmp_path, synth_quick):
+    method, summary, cfg = run(synth_quick, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, METRICS, "summary.json"]  # no temp files
+    state = load_checkpoint(tmp_path / CHECKPOINT)  # weights_only=True
+    assert state["epoch"] == 3 and len(state["history"]) == 3
+    record = state["history"][-1]
+    assert 0 <= record["data_wait_fraction"] <= 1 and record["clips_per_s"] > 0
+    again = build_method("rotation", tiny_backbone())
+    load_or_train(again, None, cfg, tmp_path)  # finished run: loads, never touches the (absent) dataset
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in method.state_dict().items())
+    with pytest.raises(ValueError, match="another training config"):
+        train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick),
+              TrainConfig(epochs=4, batch_size=4, num_workers=0), tmp_path, progress=False)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
