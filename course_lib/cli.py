@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {synth,probe,bench} ...``.
+"""Command line: ``python -m course_lib {synth,probe,pretrain,evaluate,bench} ...``.
 
 Results go to stdout as JSON; a user mistake (bad path, bad video, bad setting) is one
 line on stderr starting with ``error:`` and a non-zero exit status.
@@ -65,6 +65,34 @@ def _bench(args) -> int:
     return 0
 
 
+def _pretrain(args) -> int:
+    from .experiment import RunConfig, pretrain
+
+    cfg = RunConfig.default(method=args.method).with_overrides(args.config, args.settings)
+    if args.epochs is not None:
+        cfg.epochs = args.epochs
+    summary = pretrain(cfg, args.data, args.out, progress=not args.no_progress)
+    print(json.dumps({"out": str(args.out), "final": summary["final"], "epochs_done": summary["epochs_done"]}))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from pathlib import Path
+
+    from .experiment import RunConfig, evaluate
+
+    if bool(args.checkpoint) == bool(args.random_init):
+        raise ValueError("give exactly one of --checkpoint CKPT and --random-init.")
+    cfg = RunConfig.default().with_overrides(args.config, args.settings)
+    result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint,
+                      out_dir=Path(args.out).with_suffix("") if args.protocol == "finetune" else None,
+                      progress=not args.no_progress)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes (default: all cores, at most 8)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_synth)
+
+    from .methods import METHODS
+
+    p = sub.add_parser("pretrain", help="train a method on a dataset (default: the built-in one)")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, summary.json, run.json")
+    p.add_argument("--config", help="YAML file of settings (see course_lib.experiment.RunConfig)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("settings", nargs="*", help="key=value overrides, e.g. model=r3d_18 width=0.5 lr=0.1")
+    p.set_defaults(func=_pretrain)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint (or a random init) with one protocol")
+    p.add_argument("--checkpoint", help="checkpoint.pt of a pretrain run (or its folder)")
+    p.add_argument("--random-init", action="store_true", help="evaluate an untrained backbone (the lower bound)")
+    p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
+    p.add_argument("--protocol", required=True, choices=["retrieval", "linear", "knn", "finetune"])
+    p.add_argument("--out", required=True, help="result JSON file")
+    p.add_argument("--config", help="YAML file of settings")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("settings", nargs="*", help="key=value overrides")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("bench", help="measure throughput (decode: clips/s)")
     p.add_argument("what", choices=["decode"])
@@ -101,6 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (VideoError, ManifestError, ValueError, OSError) as e:
+    except (VideoError, ManifestError, ValueError, OSError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

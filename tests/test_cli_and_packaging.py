@@ -56,6 +56,37 @@ def test_bench_decode_command(tmp_path, synth_quick):
     assert "clips/s" in r.stderr  # the table
 
 
+def test_pretrain_then_evaluate(tmp_path, synth_quick):
+    small = ["clip_len=4", "size=32", "batch_size=4", "num_workers=0", "test_clips=2"]
+    r = run_cli("pretrain", "--method", "vcop", "--epochs", 1, "--data", synth_quick.root, "--out", tmp_path / "run",
+                "--no-progress", *small)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["epochs_done"] == 1
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"checkpoint.pt", "metrics.jsonl", "summary.json",
+                                                              "run.json"}
+    r = run_cli("evaluate", "--checkpoint", tmp_path / "run" / "checkpoint.pt", "--protocol", "retrieval",
+                "--data", synth_quick.root, "--out", tmp_path / "ret.json", "--no-progress", "num_workers=0")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "ret.json").read_text())
+    assert [result[f"R@{k}"] for k in (1, 5, 10, 20, 50)] == sorted(result[f"R@{k}"] for k in (1, 5, 10, 20, 50))
+    assert result["R@50"] == 100.0  # 8 test videos query 16 training videos: the top 50 holds every class
+    r = run_cli("evaluate", "--random-init", "--protocol", "linear", "--data", synth_quick.root,
+                "--out", tmp_path / "lin.json", "--no-progress", *small)
+    assert r.returncode == 0, r.stderr
+    assert 0 <= json.loads((tmp_path / "lin.json").read_text())["test_acc"] <= 100
+
+
+def test_pretrain_and_evaluate_errors(tmp_path):
+    r = run_cli("pretrain", "--method", "rotation", "--out", tmp_path, "colour=red")
+    assert r.returncode == 2 and r.stderr.startswith("error: unknown setting 'colour'")
+    r = run_cli("evaluate", "--checkpoint", "x.pt", "--random-init", "--protocol", "knn", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "exactly one of --checkpoint" in r.stderr
+    r = run_cli("evaluate", "--checkpoint", tmp_path / "none.pt", "--protocol", "knn", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "run.json: not found" in r.stderr
+    r = run_cli("pretrain", "--method", "rotation", "--out", tmp_path, "--config", tmp_path / "missing.yaml")
+    assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr
+
+
 def readme_commands():
     text = (ROOT / "README.md").read_text()
     install = re.search(r"^(pip install -e \S+)\s*$", text, re.M).group(1)

@@ -1,0 +1,163 @@
+"""Runs as the command line makes them: a flat config, pretraining, evaluation.
+
+``RunConfig`` holds everything a run needs, with a laptop-size default in quick mode and
+a larger one otherwise; a YAML file and ``key=value`` overrides change it. ``pretrain``
+writes ``run.json`` (the config) beside the checkpoint, so ``evaluate`` can rebuild the
+backbone from the checkpoint alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import yaml
+
+from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
+from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_probe, retrieval
+from .methods import build_method, sampler_for
+from .models import create_model
+from .runtime import get_device, quick_mode
+from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunConfig:
+    method: str = "supervised"
+    model: str = "r3d_18"
+    width: float = 0.5  # channel multiplier of the backbone
+    clip_len: int = 16
+    stride: int = 1  # frame stride inside a clip
+    size: int = 112  # frames are decoded to size x size
+    test_clips: int = 10  # evenly spaced clips per video for evaluation
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    num_workers: int = 2
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    device: str | None = None
+
+    @classmethod
+    def default(cls, quick: bool | None = None, **changes) -> "RunConfig":
+        quick = quick_mode() if quick is None else quick
+        base = cls(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3, batch_size=8,
+                   warmup_epochs=0.5) if quick else cls()
+        return replace(base, **changes)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
+                           weight_decay=self.weight_decay, schedule=self.schedule, warmup_epochs=self.warmup_epochs,
+                           num_workers=self.num_workers, steps_per_epoch=self.steps_per_epoch, seed=self.seed)
+
+    def with_overrides(self, yaml_path: str | None = None, pairs: list[str] = ()) -> "RunConfig":
+        """Apply a YAML file, then ``key=value`` strings (values parsed as YAML scalars)."""
+        changes = {}
+        if yaml_path:
+            p = Path(yaml_path)
+            if not p.exists():
+                raise ValueError(f"{p}: config file not found.")
+            loaded = yaml.safe_load(p.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{p}: a config file must be a mapping of settings.")
+            changes.update(loaded)
+        for pair in pairs:
+            if "=" not in pair:
+                raise ValueError(f"setting {pair!r} is not key=value.")
+            key, value = pair.split("=", 1)
+            changes[key.strip()] = yaml.safe_load(value)
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+        return replace(self, **changes)
+
+
+def load_manifest(data: str | os.PathLike | None) -> Manifest:
+    return Manifest.load(data) if data else builtin_dataset(progress=False)
+
+
+def backbone_from(cfg: RunConfig):
+    return create_model(cfg.model, width=cfg.width)
+
+
+def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progress: bool = True) -> dict:
+    """Train ``cfg.method`` on the train split; write checkpoint, metrics, summary and run.json under ``out``."""
+    manifest = load_manifest(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride)
+    train_set = ClipDataset(manifest, sampler, split="train", size=(cfg.size, cfg.size), seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes))
+    (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
+    summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
+    summary["run"] = asdict(cfg)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunConfig]:
+    """The backbone of a pretraining run, from its checkpoint and the run.json beside it."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / CHECKPOINT
+    run_file = checkpoint.parent / RUN_FILE
+    if not run_file.exists():
+        raise ValueError(f"{run_file}: not found; a checkpoint needs the run.json that pretrain writes beside it.")
+    saved = json.loads(run_file.read_text())
+    cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(RunConfig)}})
+    backbone = backbone_from(cfg)
+    state = load_checkpoint(checkpoint)["method"]
+    weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    backbone.load_state_dict(weights, strict=True)
+    return backbone, cfg
+
+
+def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str | None = None,
+             out_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Run one protocol ("retrieval", "linear", "knn", "finetune") and return its result dict."""
+    if checkpoint:
+        backbone, trained = load_backbone(checkpoint)
+        cfg = replace(cfg, model=trained.model, width=trained.width, clip_len=trained.clip_len,
+                      stride=trained.stride, size=trained.size)
+    else:
+        torch.manual_seed(cfg.seed)
+        backbone = backbone_from(cfg)
+    manifest = load_manifest(data)
+    device = get_device(cfg.device)
+    result = {"protocol": protocol, "checkpoint": str(checkpoint) if checkpoint else "random-init",
+              "data": str(manifest.root), "model": cfg.model, "width": cfg.width}
+    if protocol == "finetune":
+        from .data import RandomClipSampler
+
+        train_set = ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride),
+                                split="train", size=(cfg.size, cfg.size), seed=cfg.seed)
+        test_set = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
+                                                            num_clips=cfg.test_clips),
+                               split="test", size=(cfg.size, cfg.size))
+        out_dir = Path(out_dir or "runs/finetune")
+        result.update(finetune(backbone, train_set, test_set, replace(cfg.train_config()), out_dir,
+                               num_classes=len(manifest.classes), device=device, progress=progress))
+        return result
+    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
+    sets = {s: ClipDataset(manifest, sampler, split=s, size=(cfg.size, cfg.size)) for s in ("train", "test")}
+    (ftr, ytr, _), (fte, yte, _) = (extract_features(backbone, sets[s], device=device,
+                                                     num_workers=cfg.num_workers) for s in ("train", "test"))
+    if protocol == "retrieval":
+        result.update(retrieval(ftr, ytr, fte, yte, ks=RETRIEVAL_KS))
+    elif protocol == "linear":
+        result.update(linear_probe(ftr, ytr, fte, yte))
+    elif protocol == "knn":
+        result.update(knn(ftr, ytr, fte, yte))
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; choose retrieval, linear, knn or finetune.")
+    return result
