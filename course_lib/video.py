@@ -403,9 +403,12 @@ def write_video(
             opts["b"] = "0"
     if codec == "libx264":
         opts["preset"] = "veryfast"
+        # x264's macroblock-tree rate control gave different pixels for the same input in
+        # freshly forked processes (measured here); without it encoding is reproducible.
+        opts["x264-params"] = "mbtree=0"
     opts.update(options or {})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # unique per writing process
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=opts)
@@ -418,11 +421,13 @@ def write_video(
             stream.codec_context.time_base = tb
             stream.time_base = tb
         fmt = "rgb24" if frames.ndim == 4 else "gray"
-        reformatter = VideoReformatter()  # one swscale context for all frames
         for i, f in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format=fmt)
-            if fmt != pix_fmt:  # convert here: the encoder's implicit conversion is not reproducible
-                frame = reformatter.reformat(frame, format=pix_fmt, threads=1)
+            if fmt != pix_fmt:
+                # Convert here, into a frame of its own: the encoder keeps frames for look-ahead,
+                # and both its implicit conversion and a reused VideoReformatter (which recycles
+                # its output buffer) made the same input encode differently from run to run.
+                frame = frame.reformat(format=pix_fmt, threads=1)
             if tb is not None:
                 frame.pts, frame.time_base = int(timestamps_ms[i]), tb
             for packet in stream.encode(frame):
