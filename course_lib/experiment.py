@@ -145,7 +145,7 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
                                                             num_clips=cfg.test_clips),
                                split="test", size=(cfg.size, cfg.size))
         out_dir = Path(out_dir or "runs/finetune")
-        result.update(finetune(backbone, train_set, test_set, replace(cfg.train_config()), out_dir,
+        result.update(finetune(backbone, train_set, test_set, cfg.train_config(), out_dir,
                                num_classes=len(manifest.classes), device=device, progress=progress))
         return result
     sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
