@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import read_index
+from indexed import read_index
 from torch.utils.data import DataLoader
 
 from course_lib.data import (ClipDataset, Manifest, RandomClipSampler, ShortVideoError, UniformClipSampler,

@@ -2,7 +2,7 @@
 import av
 import numpy as np
 import pytest
-from conftest import read_index
+from indexed import read_index
 
 from course_lib.video import (VideoError, decode_clips, decode_frames, decode_from_start, frame_timestamps, output_size,
                               probe)
