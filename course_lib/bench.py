@@ -1,14 +1,18 @@
 """Throughput measurements shared by notebook 01 and ``python -m course_lib bench``."""
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
 
-from .data.manifest import Manifest
+from .data.dataset import ClipDataset
+from .data.manifest import Manifest, VideoEntry
 from .data.samplers import RandomClipSampler
-from .video import decode_clips, decode_from_start
+from .data.synth import CLASSES, PRESETS, render, sample_params
+from .video import decode_clips, decode_from_start, write_video
 
 
 def clip_decode_rate(manifest: Manifest, *, clip_len: int = 16, stride: int = 1, short_side: int | None = 128,
@@ -51,12 +55,6 @@ def loader_rate(dataset, *, num_workers: int, batch_size: int = 8, batches: int 
 def long_videos(folder, *, count: int = 8, seconds: float = 10.0, size: int = 128, keyframe_interval: int = 16,
                 seed: int = 0) -> Manifest:
     """``count`` built-in-style videos of ``seconds`` each (25 fps), for decode benchmarks."""
-    from pathlib import Path
-
-    from .data.manifest import VideoEntry
-    from .data.synth import PRESETS, render, sample_params
-    from .video import write_video
-
     folder = Path(folder)
     params = sample_params(PRESETS["quick"])
     rng = np.random.default_rng(seed)
@@ -65,35 +63,26 @@ def long_videos(folder, *, count: int = 8, seconds: float = 10.0, size: int = 12
         p = dict(params[int(rng.integers(len(params)))], num_frames=int(seconds * 25), seed=seed + k)
         write_video(folder / f"long_{k}.mp4", render(p, size), keyframe_interval=keyframe_interval)
         entries.append(VideoEntry(f"long_{k}.mp4", p["label"], "test", p["num_frames"], 25.0))
-    from .data.synth import CLASSES
-
     return Manifest(folder, list(CLASSES), entries)
 
 
 def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int = 128, clips: int = 128,
                      workers: tuple[int, ...] = (0, 1, 2), long_seconds: float = 10.0, seed: int = 0) -> dict:
     """Clips/s: seek vs from-start on ``manifest`` and on long videos, and DataLoader workers."""
-    import tempfile
-
-    from .data.dataset import ClipDataset
-
     results = {"clip_len": clip_len, "short_side": short_side, "clips": clips, "rows": []}
 
     def row(what, data, clips_per_s, **extra):
         results["rows"].append({"what": what, "data": data, "clips_per_s": round(clips_per_s, 1), **extra})
 
-    for data_name, m in [("built-in", manifest)]:
-        seek = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=True, seed=seed)
-        start = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=False, seed=seed)
+    def seek_vs_start(data_name: str, m: Manifest) -> None:  # both sides measured in this run
+        seek, start = (clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=s, seed=seed)
+                       for s in (True, False))
         row("seek + decode (course_lib)", data_name, seek, ratio=round(seek / start, 2))
         row("decode from the start", data_name, start, ratio=1.0)
+
+    seek_vs_start("built-in", manifest)
     with tempfile.TemporaryDirectory() as tmp:
-        m = long_videos(tmp, seconds=long_seconds, size=short_side)
-        name = f"{long_seconds:g} s videos"
-        seek = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=True, seed=seed)
-        start = clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=False, seed=seed)
-        row("seek + decode (course_lib)", name, seek, ratio=round(seek / start, 2))
-        row("decode from the start", name, start, ratio=1.0)
+        seek_vs_start(f"{long_seconds:g} s videos", long_videos(tmp, seconds=long_seconds, size=short_side))
     ds = ClipDataset(manifest, RandomClipSampler(clip_len=clip_len), short_side=short_side, seed=seed)
     base = None
     for w in workers:

@@ -51,9 +51,9 @@ def _bench(args) -> int:
     from pathlib import Path
 
     from .bench import decode_benchmark, format_table
-    from .data import Manifest, builtin_dataset
+    from .experiment import load_manifest
 
-    manifest = Manifest.load(args.data) if args.data else builtin_dataset(progress=False)
+    manifest = load_manifest(args.data)
     results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
     results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
                           "data": str(manifest.root)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
+from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
 from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_probe, retrieval
 from .methods import build_method, sampler_for
 from .models import create_model
@@ -137,8 +137,6 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
     result = {"protocol": protocol, "checkpoint": str(checkpoint) if checkpoint else "random-init",
               "data": str(manifest.root), "model": cfg.model, "width": cfg.width}
     if protocol == "finetune":
-        from .data import RandomClipSampler
-
         train_set = ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride),
                                 split="train", size=(cfg.size, cfg.size), seed=cfg.seed)
         test_set = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
