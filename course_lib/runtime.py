@@ -61,6 +61,11 @@ class Setup:
     data: Path
     root: Path | None
 
+    @property
+    def runs(self) -> Path:
+        """Where notebooks cache trained runs; quick and full mode keep separate caches."""
+        return self.data / "runs" / ("quick" if self.quick else "full")
+
     def __str__(self) -> str:
         gpu = torch.cuda.get_device_name(0) if self.device.type == "cuda" else "none"
         return (
