@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ import yaml
 
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
 from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_probe, retrieval
-from .methods import build_method, sampler_for
+from .methods import AUGMENTING, build_method, sampler_for
 from .models import create_model
 from .runtime import get_device, quick_mode
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -32,7 +32,8 @@ class RunConfig:
     width: float = 0.5  # channel multiplier of the backbone
     clip_len: int = 16
     stride: int = 1  # frame stride inside a clip
-    size: int = 112  # frames are decoded to size x size
+    size: int = 112  # the network sees size x size frames
+    decode_size: int | None = None  # frames are decoded to this square size; None: size, or size * 8/7 to crop from
     test_clips: int = 10  # evenly spaced clips per video for evaluation
     epochs: int = 20
     batch_size: int = 16
@@ -45,6 +46,7 @@ class RunConfig:
     steps_per_epoch: int | None = None
     seed: int = 0
     device: str | None = None
+    options: dict = field(default_factory=dict)  # method settings, e.g. {intra: shuffle} for IIC
 
     @classmethod
     def default(cls, quick: bool | None = None, **changes) -> "RunConfig":
@@ -52,6 +54,13 @@ class RunConfig:
         base = cls(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3,
                    batch_size=8, lr=3e-3, warmup_epochs=0.5) if quick else cls()
         return replace(base, **changes)
+
+    @property
+    def frames_size(self) -> int:
+        """The decoded frame size: methods that crop on the device get room around the crop."""
+        if self.decode_size:
+            return self.decode_size
+        return round(self.size * 8 / 7) if self.method in AUGMENTING else self.size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
@@ -73,11 +82,18 @@ class RunConfig:
             if "=" not in pair:
                 raise ValueError(f"setting {pair!r} is not key=value.")
             key, value = pair.split("=", 1)
-            changes[key.strip()] = yaml.safe_load(value)
+            key, value = key.strip(), yaml.safe_load(value)
+            if key.startswith("options."):  # options.intra=shuffle sets one method option
+                options = dict(changes.get("options", self.options))
+                options[key.removeprefix("options.")] = value
+                key, value = "options", options
+            changes[key] = value
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}.")
+        if not isinstance(changes.get("options", {}), dict):
+            raise ValueError("setting 'options' must be a mapping, e.g. options={intra: shuffle}.")
         return replace(self, **changes)
 
 
@@ -95,9 +111,10 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride)
-    train_set = ClipDataset(manifest, sampler, split="train", size=(cfg.size, cfg.size), seed=cfg.seed)
+    train_set = ClipDataset(manifest, sampler, split="train", size=(cfg.frames_size,) * 2, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes))
+    method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
+                          num_videos=len(train_set), size=cfg.size, **cfg.options)
     (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
     summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
     summary["run"] = asdict(cfg)

@@ -25,11 +25,15 @@ def test_every_method_reduces_its_loss_on_a_fixed_batch(name, synth_quick):
     torch.manual_seed(0)
     ds = dataset_for(name, synth_quick)
     batch = torch.utils.data.default_collate([ds[i] for i in range(8)])
-    method = build_method(name, tiny_backbone(), num_classes=8)
-    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+    method = build_method(name, tiny_backbone(), num_classes=8, num_videos=len(ds), size=28)
+    opt = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=3e-3)
+    memory = {k: b.clone() for k, b in method.named_buffers() if k.endswith(("queue.keys", "memory"))}
 
     def loss_now():
-        torch.manual_seed(1)  # the same pretext labels (rotations, orders) every time
+        torch.manual_seed(1)  # the same pretext labels, views and negatives every time
+        for k, b in method.named_buffers():  # and the same queue / memory banks
+            if k in memory:
+                b.copy_(memory[k])
         return method(batch)[0]
 
     before = loss_now().item()

@@ -1,4 +1,4 @@
-"""Pieces every method shares: uint8 clips to normalised floats, projection heads."""
+"""Pieces every method shares: clips to normalised floats, projection heads, two views."""
 from __future__ import annotations
 
 import torch
@@ -9,11 +9,16 @@ MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 
 
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """float (..., C, T, H, W) in [0, 1] -> standardised with the Kinetics mean and std, same shape."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(3, 1, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(3, 1, 1, 1)
+    return (x - mean) / std
+
+
 def to_float(clips: torch.Tensor) -> torch.Tensor:
     """uint8 (..., C, T, H, W) in [0, 255] -> normalised float32, same shape."""
-    mean = torch.tensor(MEAN, device=clips.device).view(3, 1, 1, 1)
-    std = torch.tensor(STD, device=clips.device).view(3, 1, 1, 1)
-    return (clips.float() / 255 - mean) / std
+    return normalize(clips.float() / 255)
 
 
 def mlp(dims: list[int], *, batch_norm: bool = False, last_relu: bool = False) -> nn.Sequential:
@@ -28,3 +33,14 @@ def mlp(dims: list[int], *, batch_norm: bool = False, last_relu: bool = False) -
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return (logits.argmax(1) == target).float().mean().item()
+
+
+def two_views(batch: dict, augment: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two augmented views per video, float B x C x T x H x W in [0, 1] each.
+
+    With two or more clips per video (S >= 2) the views come from clips 0 and 1 (different
+    moments of the video); with one clip, both views augment that clip.
+    """
+    clips = batch["clips"]  # B x S x C x T x H x W, uint8
+    first, second = clips[:, 0], clips[:, 1 if clips.shape[1] > 1 else 0]
+    return augment(first), augment(second)

@@ -1,0 +1,395 @@
+"""Batched, temporally consistent spatial augmentation of clips, intra-negatives, residual frames.
+
+A batch of clips ``(B, C, T, H, W)`` (uint8 or float in [0, 1], on any device) is
+augmented in a handful of tensor operations with no Python loop over clips. Every
+random parameter (crop box, flip, jitter factors and their order, grayscale, blur sigma,
+solarize) is drawn once per clip and shared by all of its frames: the *temporally
+consistent* augmentation of CVRL (Qian et al., CVPR 2021, section 3.2). With
+``consistent=False`` each frame draws its own parameters, the ablation CVRL argues
+against.
+
+Each operation computes what ``torchvision.transforms.v2.functional`` computes for the
+same parameters (the tests check this op by op); the crop is resampled bilinearly
+without antialiasing (decode at the target short side, so the crop shrinks little).
+
+Intra-negatives (IIC: Tao, Wang, Yamasaki, ACM MM 2020) keep a clip's appearance and
+break its temporal order: ``frame_repeat``, ``chunk_shuffle``, ``reverse``.
+``residual_frames`` is IIC's second view.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """SimCLR-style defaults; CVRL, IIC and the widgets change some fields."""
+
+    size: int = 112  # output frames are size x size
+    crop: str = "resized"  # "resized" (area and aspect ranges), "random" (plain size x size crop), "center"
+    scale: tuple[float, float] = (0.08, 1.0)  # crop area as a fraction of the frame
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w / h
+    flip: float = 0.5  # probability of a horizontal flip
+    jitter: float = 0.8  # probability of colour jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale: float = 0.2  # probability
+    blur: float = 0.0  # probability of Gaussian blur
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 0  # odd kernel size; 0: about a tenth of size
+    solarize: float = 0.0  # probability
+    solarize_threshold: float = 0.5
+    consistent: bool = True  # one draw per clip (True) or per frame (False)
+
+    @property
+    def kernel(self) -> int:
+        return self.blur_kernel or (self.size // 10) | 1
+
+    def replace(self, **changes) -> "AugmentConfig":
+        return replace(self, **changes)
+
+
+# IIC: one random 112x112 crop shared by the clip, no flip, no colour (section 4.1 of the paper)
+IIC_AUGMENT = AugmentConfig(crop="random", flip=0.0, jitter=0.0, grayscale=0.0)
+
+
+# ----------------------------------------------------------------------------- parameters
+def _uniform(n: int, low: float, high: float, g, device) -> torch.Tensor:
+    return torch.rand(n, generator=g, device=device) * (high - low) + low
+
+
+def crop_boxes(cfg: AugmentConfig, n: int, height: int, width: int, g=None, device="cpu") -> torch.Tensor:
+    """n crop boxes (top, left, h, w), int64 (n, 4), drawn like torchvision's RandomResizedCrop."""
+    if cfg.crop in ("random", "center"):
+        if cfg.size > height or cfg.size > width:
+            raise ValueError(f"crop size {cfg.size} is larger than the frames ({height}x{width}).")
+        if cfg.crop == "center":
+            top = torch.full((n,), (height - cfg.size) // 2, device=device)
+            left = torch.full((n,), (width - cfg.size) // 2, device=device)
+        else:
+            top = torch.randint(0, height - cfg.size + 1, (n,), generator=g, device=device)
+            left = torch.randint(0, width - cfg.size + 1, (n,), generator=g, device=device)
+        size = torch.full((n,), cfg.size, device=device)
+        return torch.stack([top, left, size, size], 1)
+    if cfg.crop != "resized":
+        raise ValueError(f"augment crop {cfg.crop!r} is not one of resized, random, center.")
+    tries = 10  # torchvision's number of attempts before the centre-crop fallback
+    area = height * width
+    target = area * _uniform(n * tries, *cfg.scale, g, device).view(n, tries)
+    log_r = _uniform(n * tries, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), g, device).view(n, tries)
+    aspect = torch.exp(log_r)
+    w = torch.round(torch.sqrt(target * aspect)).long()  # n x tries
+    h = torch.round(torch.sqrt(target / aspect)).long()
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.long().argmax(1)  # first valid try (0 if none)
+    h, w = h.gather(1, first[:, None])[:, 0], w.gather(1, first[:, None])[:, 0]
+    # fallback when no try fits: the largest centred crop with a ratio inside cfg.ratio
+    in_ratio = width / height
+    if in_ratio < cfg.ratio[0]:
+        fw, fh = width, int(round(width / cfg.ratio[0]))
+    elif in_ratio > cfg.ratio[1]:
+        fw, fh = int(round(height * cfg.ratio[1])), height
+    else:
+        fw, fh = width, height
+    found = ok.any(1)
+    h = torch.where(found, h, torch.full_like(h, fh))
+    w = torch.where(found, w, torch.full_like(w, fw))
+    top = (torch.rand(n, generator=g, device=device) * (height - h + 1)).long()
+    left = (torch.rand(n, generator=g, device=device) * (width - w + 1)).long()
+    top = torch.where(found, top, (height - h) // 2)
+    left = torch.where(found, left, (width - w) // 2)
+    return torch.stack([top, left, h, w], 1)
+
+
+def sample_params(cfg: AugmentConfig, n: int, height: int, width: int, g=None, device="cpu") -> dict:
+    """Draw the parameters of n augmentations (one per clip, or per frame when not consistent)."""
+    def coin(p):
+        return torch.rand(n, generator=g, device=device) < p
+
+    def factor(s):
+        return _uniform(n, max(0.0, 1 - s), 1 + s, g, device)
+
+    return {
+        "box": crop_boxes(cfg, n, height, width, g, device),  # n x 4: top, left, h, w
+        "flip": coin(cfg.flip),
+        "jitter": coin(cfg.jitter),
+        # factors of brightness, contrast, saturation, hue; order: a permutation of the four per clip
+        "factors": torch.stack([factor(cfg.brightness), factor(cfg.contrast), factor(cfg.saturation),
+                                _uniform(n, -cfg.hue, cfg.hue, g, device)], 1),
+        "order": torch.rand(n, 4, generator=g, device=device).argsort(1),
+        "gray": coin(cfg.grayscale),
+        "blur": coin(cfg.blur),
+        "sigma": _uniform(n, *cfg.blur_sigma, g, device),
+        "solarize": coin(cfg.solarize),
+    }
+
+
+# ----------------------------------------------------------------------------- operations
+# Every operation takes x: N x C x T x H x W float in [0, 1] and per-clip parameters of length N.
+def _col(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A length-N parameter, shaped to broadcast over N x C x T x H x W."""
+    return v.to(x.dtype).view(-1, 1, 1, 1, 1)
+
+
+def _taps(start: torch.Tensor, length: torch.Tensor, out: int):
+    """Bilinear source taps (index0, index1, weight1), each N x out, as F.interpolate(align_corners=False)."""
+    dst = torch.arange(out, device=start.device, dtype=torch.float32)
+    scale = length.float()[:, None] / out
+    src = ((dst + 0.5) * scale - 0.5).clamp(min=0)  # N x out, inside the crop
+    i0 = src.floor().long()
+    w1 = src - i0
+    i0 = torch.minimum(i0, length[:, None] - 1)
+    i1 = torch.minimum(i0 + 1, length[:, None] - 1)
+    return start[:, None] + i0, start[:, None] + i1, w1
+
+
+def resized_crop(x: torch.Tensor, box: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop box[i] = (top, left, h, w) from clip i and resize it to size x size (bilinear).
+
+    N x C x T x H x W (uint8 or float in [0, 1]) -> float N x C x T x size x size, one
+    gather per axis.
+    """
+    n, c, t, _, width = x.shape
+    r0, r1, wr = _taps(box[:, 0], box[:, 2], size)  # N x size
+    c0, c1, wc = _taps(box[:, 1], box[:, 3], size)
+
+    def rows(i):  # gathered from uint8 or float, weighted in float
+        return x.gather(3, i.view(n, 1, 1, size, 1).expand(n, c, t, size, width)).float()
+
+    wr = wr.view(n, 1, 1, size, 1)
+    y = torch.lerp(rows(r0), rows(r1), wr)  # N x C x T x size x W
+    if x.dtype == torch.uint8:
+        y = y / 255
+
+    def cols(i):
+        return y.gather(4, i.view(n, 1, 1, 1, size).expand(n, c, t, size, size))
+
+    return torch.lerp(cols(c0), cols(c1), wc.view(n, 1, 1, 1, size))
+
+
+def hflip(x: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+    return torch.where(on.view(-1, 1, 1, 1, 1), x.flip(-1), x)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma, N x 1 x T x H x W."""
+    w = torch.tensor(GRAY, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
+    return (x * w).sum(1, keepdim=True)
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """ratio * a + (1 - ratio) * b, clamped to [0, 1] (torchvision's _blend)."""
+    return torch.lerp(b, a, _col(ratio, a)).clamp_(0, 1)
+
+
+def adjust_brightness(x, f):
+    return (x * _col(f, x)).clamp_(0, 1)
+
+
+def adjust_contrast(x, f):
+    mean = grayscale(x).mean(dim=(1, 3, 4), keepdim=True)  # per frame, as torchvision
+    return _blend(x, mean, f)
+
+
+def adjust_saturation(x, f):
+    return _blend(x, grayscale(x), f)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, minc = x.amax(1), x.amin(1)
+    eq = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = cr / torch.where(eq, ones, maxc)
+    cr = torch.where(eq, ones, cr)
+    rc, gc, bc = (maxc - r) / cr, (maxc - g) / cr, (maxc - b) / cr
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.fmod(h / 6.0 + 1.0, 1.0)
+    return torch.stack([h, s, maxc], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """HSV -> RGB by the closed form c_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6,
+    n = 5, 3, 1 for R, G, B (equal to torchvision's six-case table, with far fewer passes)."""
+    h, s, v = x.unbind(1)
+    h6, vs = h * 6.0, v * s
+    out = [v - vs * torch.clamp(torch.minimum(k, 4.0 - k), 0, 1)
+           for k in (torch.remainder(h6 + n, 6.0) for n in (5.0, 3.0, 1.0))]
+    return torch.stack(out, 1)
+
+
+def adjust_hue(x, f):
+    hsv = rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + f.to(x.dtype).view(-1, 1, 1, 1), 1.0)
+    return hsv_to_rgb(torch.stack([h, hsv[:, 1], hsv[:, 2]], 1))
+
+
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Apply the four jitter ops to each clip in its own random order.
+
+    factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4 permutations.
+    Clips that share an order (24 are possible) go through the four ops as one batch.
+    """
+    orders, group = order.unique(dim=0, return_inverse=True)
+    parts, where = [], []
+    for gi, perm in enumerate(orders.tolist()):
+        idx = (group == gi).nonzero()[:, 0]
+        y = x[idx]
+        for op in perm:
+            y = JITTER_OPS[op](y, factors[idx, op])
+        parts.append(y)
+        where.append(idx)
+    return torch.cat(parts)[torch.cat(where).argsort()]
+
+
+def gaussian_kernels(sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """N x k normalised 1D Gaussian kernels, as torchvision's gaussian_blur."""
+    d = torch.linspace(-(k - 1) / 2, (k - 1) / 2, k, device=sigma.device)
+    w = torch.exp(-0.5 * (d[None] / sigma[:, None]) ** 2)
+    return w / w.sum(1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable blur with clip i's own sigma, reflect padding; one grouped conv per axis."""
+    n, c, t, h, w = x.shape
+    kern = repeat(gaussian_kernels(sigma, k).to(x.dtype), "n k -> (n c) 1 k", c=c)  # NC x 1 x k
+    y = rearrange(x, "n c t h w -> t (n c) h w")
+    y = nn.functional.pad(y, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = nn.functional.conv2d(y, kern[..., None, :], groups=n * c)  # along W
+    y = nn.functional.conv2d(y, kern[..., :, None], groups=n * c)  # along H
+    return rearrange(y, "t (n c) h w -> n c t h w", n=n)
+
+
+def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    return torch.where(x >= threshold, 1 - x, x)
+
+
+def _where_some(x: torch.Tensor, on: torch.Tensor, fn) -> torch.Tensor:
+    """x with fn applied to the clips where ``on`` is set (only those are computed). Writes into x."""
+    idx = on.nonzero()[:, 0]
+    if len(idx) == len(x):
+        return fn(x, idx)
+    if len(idx):
+        x.index_copy_(0, idx, fn(x[idx], idx))
+    return x
+
+
+def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig) -> torch.Tensor:
+    """Augment N clips (uint8, or float in [0, 1]) with the parameters of ``sample_params``, one set per clip."""
+    x = resized_crop(x, p["box"], cfg.size)  # a new float tensor, which the steps below may overwrite
+    x = hflip(x, p["flip"])
+    x = _where_some(x, p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i]))
+    x = _where_some(x, p["gray"], lambda v, i: grayscale(v).expand_as(v))
+    x = _where_some(x, p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel))
+    x = _where_some(x, p["solarize"], lambda v, i: solarize(v, cfg.solarize_threshold))
+    return x
+
+
+def as_float(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
+    return clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
+
+
+def augment(clips: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), g: torch.Generator | None = None,
+            *, return_params: bool = False):
+    """Augment a batch of clips B x C x T x H x W -> float B x C x T x size x size in [0, 1].
+
+    ``g`` (a torch.Generator on the clips' device) makes the views reproducible.
+    """
+    x = clips if clips.dtype == torch.uint8 else clips.float()  # the crop converts uint8 itself
+    b, _, t, h, w = x.shape
+    if cfg.consistent:
+        p = sample_params(cfg, b, h, w, g, x.device)
+        out = apply(x, p, cfg)
+    else:  # every frame is its own one-frame clip
+        p = sample_params(cfg, b * t, h, w, g, x.device)
+        out = apply(rearrange(x, "b c t h w -> (b t) c 1 h w"), p, cfg)
+        out = rearrange(out, "(b t) c 1 h w -> b c t h w", b=b)
+    return (out, p) if return_params else out
+
+
+class VideoAugment(nn.Module):
+    """``augment`` as a module, so a method can hold it and run it on the training device."""
+
+    def __init__(self, cfg: AugmentConfig = AugmentConfig(), **changes):
+        super().__init__()
+        self.cfg = cfg.replace(**changes)
+
+    def forward(self, clips: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        return augment(clips, self.cfg, g)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.cfg).items())
+
+
+def torchvision_pipeline(cfg: AugmentConfig = AugmentConfig()):
+    """The same augmentation as a per-clip torchvision v2 pipeline (for comparisons and benchmarks).
+
+    Apply it to one clip as a T x C x H x W float tensor: v2 draws one set of parameters
+    per call, so all frames of the clip share them.
+    """
+    from torchvision.transforms import v2
+
+    crop = {"resized": v2.RandomResizedCrop(cfg.size, scale=cfg.scale, ratio=cfg.ratio, antialias=False),
+            "random": v2.RandomCrop(cfg.size), "center": v2.CenterCrop(cfg.size)}[cfg.crop]
+    return v2.Compose([
+        crop,
+        v2.RandomHorizontalFlip(cfg.flip),
+        v2.RandomApply([v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)], p=cfg.jitter),
+        v2.RandomGrayscale(cfg.grayscale),
+        v2.RandomApply([v2.GaussianBlur(cfg.kernel, cfg.blur_sigma)], p=cfg.blur),
+        v2.RandomSolarize(cfg.solarize_threshold, p=cfg.solarize),
+    ])
+
+
+# ----------------------------------------------------------------------------- time
+def residual_frames(x: torch.Tensor) -> torch.Tensor:
+    """IIC's residual view: (x_t - x_{t-1} + 1) / 2, wrapping around in time (as the public code's roll).
+
+    x: B x C x T x H x W in [0, 1] -> same shape, in [0, 1].
+    """
+    return (x - torch.roll(x, 1, dims=2) + 1) / 2
+
+
+def frame_repeat(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    """Intra-negative: one random frame of each clip tiled over all T positions (no motion at all)."""
+    b, _, t = x.shape[:3]
+    idx = torch.randint(0, t, (b,), generator=g, device=x.device)
+    frame = x[torch.arange(b, device=x.device), :, idx]  # B x C x H x W
+    return repeat(frame, "b c h w -> b c t h w", t=t)
+
+
+def chunk_shuffle(x: torch.Tensor, chunks: int = 4, g: torch.Generator | None = None) -> torch.Tensor:
+    """Intra-negative: cut each clip into ``chunks`` equal chunks and swap two different ones (IIC)."""
+    b, _, t = x.shape[:3]
+    if t % chunks:
+        raise ValueError(f"chunk_shuffle needs a clip length divisible by {chunks}, got {t}.")
+    order = torch.arange(chunks, device=x.device).repeat(b, 1)  # B x chunks
+    i = torch.randint(0, chunks, (b,), generator=g, device=x.device)
+    j = (i + torch.randint(1, chunks, (b,), generator=g, device=x.device)) % chunks  # j != i
+    rows = torch.arange(b, device=x.device)
+    order[rows, i], order[rows, j] = j, i
+    step = t // chunks
+    frames = (order[:, :, None] * step + torch.arange(step, device=x.device)).flatten(1)  # B x T
+    return x.gather(2, frames.view(b, 1, t, 1, 1).expand_as(x))
+
+
+def reverse(x: torch.Tensor) -> torch.Tensor:
+    """Intra-negative: the clip played backwards."""
+    return x.flip(2)
+
+
+INTRA_NEGATIVES = {"repeat": frame_repeat, "shuffle": chunk_shuffle, "reverse": lambda x, g=None: reverse(x)}

@@ -1,0 +1,141 @@
+"""Contrastive losses and the memories they draw negatives from.
+
+- ``info_nce``: InfoNCE (van den Oord et al., *Representation Learning with Contrastive
+  Predictive Coding*, 2018) between two batches of embeddings; row i of each is a
+  positive pair, the other rows are negatives.
+- ``nt_xent``: SimCLR's normalised temperature-scaled cross entropy (Chen et al., ICML
+  2020) over the 2N views of N samples; CVRL's loss.
+- ``MoCoQueue``, ``momentum_update``, ``moco_loss``: MoCo (He et al., CVPR 2020): keys
+  from a momentum encoder, negatives from a queue of past keys.
+- ``MemoryBank``, ``bank_nce``: the memory bank of Wu et al. (CVPR 2018) as CMC and IIC
+  use it: one slowly updated, L2-normalised entry per training video.
+- ``alignment``, ``uniformity``: Wang & Isola (ICML 2020), two numbers that describe an
+  embedding.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symmetric: bool = True) -> torch.Tensor:
+    """q, k: N x D (normalised here). Logits q k^T / t; the positive of q_i is k_i.
+
+    ``symmetric`` averages the loss of q against k and of k against q.
+    """
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = q @ k.T / temperature  # N x N
+    target = torch.arange(len(q), device=q.device)
+    loss = F.cross_entropy(logits, target)
+    return (loss + F.cross_entropy(logits.T, target)) / 2 if symmetric else loss
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR's NT-Xent: each of the 2N views has one positive (its pair) and 2N - 2 negatives.
+
+    z1, z2: N x D (normalised here). Symmetric by construction.
+    """
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N x D
+    n = len(z1)
+    sim = z @ z.T / temperature  # 2N x 2N
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))  # never yourself
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # view i <-> view i + N
+    return F.cross_entropy(sim, target)
+
+
+def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Fraction of rows of z1 whose most similar row of z2 is their own positive (a training log)."""
+    with torch.no_grad():
+        sim = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
+        return (sim.argmax(1) == torch.arange(len(z1), device=z1.device)).float().mean().item()
+
+
+# ----------------------------------------------------------------------------- MoCo
+class MoCoQueue(nn.Module):
+    """A FIFO queue of K normalised keys (K x D), oldest overwritten first."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, k: torch.Tensor) -> None:
+        """Write the N keys k (N x D) after the last ones, wrapping around."""
+        size = len(self.keys)
+        k = k[-size:]  # more keys than room: keep the newest
+        pos = (self.ptr + torch.arange(len(k), device=k.device)) % size
+        self.keys[pos] = F.normalize(k.detach().to(self.keys.dtype), dim=1)
+        self.ptr.copy_((self.ptr + len(k)) % size)
+
+
+@torch.no_grad()
+def momentum_update(target: nn.Module, online: nn.Module, m: float) -> None:
+    """target <- m * target + (1 - m) * online, parameter by parameter; buffers (BN statistics) copied."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o.detach(), 1 - m)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07):
+    """InfoNCE with one positive key per query and the queue as negatives.
+
+    q, k: N x D (normalised here), queue: K x D (normalised). Returns (loss, logits N x (1 + K)).
+    """
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    pos = (q * k).sum(1, keepdim=True)  # N x 1
+    neg = q @ queue.T  # N x K
+    logits = torch.cat([pos, neg], 1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device)), logits
+
+
+# ----------------------------------------------------------------------------- memory bank
+class MemoryBank(nn.Module):
+    """One entry per training video (N x D), updated as m * old + (1 - m) * new and re-normalised.
+
+    Initialised uniformly in [-s, s] with s = 1 / sqrt(D / 3), as CMC and IIC do.
+    """
+
+    def __init__(self, num_items: int, dim: int, momentum: float = 0.5):
+        super().__init__()
+        self.momentum = momentum
+        s = 1.0 / math.sqrt(dim / 3)
+        self.register_buffer("memory", torch.rand(num_items, dim).mul_(2 * s).sub_(s))
+
+    def __len__(self) -> int:
+        return len(self.memory)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return self.memory[index]
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, features: torch.Tensor) -> None:
+        """Move the entries of the videos ``index`` (N) towards ``features`` (N x D)."""
+        new = self.memory[index] * self.momentum + features.detach().to(self.memory.dtype) * (1 - self.momentum)
+        self.memory.index_copy_(0, index, F.normalize(new, dim=1))
+
+
+def bank_nce(query: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.07):
+    """Softmax NCE over bank entries: candidate 0 is the positive, the rest negatives.
+
+    query: N x D, candidates: N x M x D. Returns (loss, logits N x M).
+    """
+    logits = torch.einsum("nmd,nd->nm", candidates, query) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device)), logits
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2) -> torch.Tensor:
+    """Mean distance^alpha between positive pairs of normalised embeddings (lower: views agree)."""
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    return (z1 - z2).norm(dim=1).pow(alpha).mean()
+
+
+def uniformity(z: torch.Tensor, t: float = 2) -> torch.Tensor:
+    """log E exp(-t |z_i - z_j|^2) over pairs (lower: spread more evenly over the sphere)."""
+    z = F.normalize(z, dim=1)
+    return torch.pdist(z).pow(2).mul(-t).exp().mean().log()

@@ -1,0 +1,43 @@
+"""MoCo on clips (He et al., *Momentum Contrast for Unsupervised Visual Representation
+Learning*, CVPR 2020; the MLP head of MoCo v2, Chen et al. 2020).
+
+The query clip goes through the backbone and projector; the key clip through a copy of
+both whose weights follow the online ones by an exponential moving average (momentum m).
+Negatives are the keys of earlier batches, kept in a queue, so their number does not
+depend on the batch size.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..augment import AugmentConfig, VideoAugment
+from ..losses import MoCoQueue, moco_loss, momentum_update
+from .common import accuracy, mlp, normalize, two_views
+
+
+class MoCo(nn.Module):
+    def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
+                 dim: int = 128, queue: int = 65536, momentum: float = 0.999, temperature: float = 0.07):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.feature_dim
+        self.projector = mlp([d, d, dim])
+        self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.queue = MoCoQueue(queue, dim)
+        self.augment = VideoAugment(augment, size=size)
+        self.momentum, self.temperature = momentum, temperature
+
+    def forward(self, batch: dict):
+        x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
+        q = self.projector(self.backbone(normalize(x1)))  # B x dim
+        with torch.no_grad():
+            momentum_update(self.key_backbone, self.backbone, self.momentum)
+            momentum_update(self.key_projector, self.projector, self.momentum)
+            k = self.key_projector(self.key_backbone(normalize(x2)))  # B x dim
+        loss, logits = moco_loss(q, k, self.queue.keys.clone(), self.temperature)
+        self.queue.enqueue(k)
+        return loss, {"loss": loss.item(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}

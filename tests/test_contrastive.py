@@ -1,0 +1,103 @@
+"""SimCLR, MoCo and IIC as modules: what they update, where gradients flow, the command line wiring."""
+import json
+
+import pytest
+import torch
+
+from course_lib.experiment import RunConfig, pretrain
+from course_lib.methods import build_method
+from course_lib.models import create_model
+
+
+def tiny():
+    return create_model("r3d_vcop", width=0.125)
+
+
+def batch(b=4, s=2, t=8, size=36):
+    g = torch.Generator().manual_seed(0)
+    return {"clips": torch.randint(0, 256, (b, s, 3, t, size, size), dtype=torch.uint8, generator=g),
+            "index": torch.tensor([3, 0, 7, 5])[:b], "label": torch.zeros(b, dtype=torch.long)}
+
+
+def test_moco_queue_takes_the_keys_and_the_key_encoder_follows_by_momentum():
+    torch.manual_seed(0)
+    m = build_method("moco", tiny(), num_videos=40, size=32, momentum=0.9)
+    assert len(m.queue.keys) == 20  # cut to half the training set
+    assert all(not p.requires_grad for p in m.key_backbone.parameters())
+    with torch.no_grad():  # make online and key weights differ, as they do after some steps
+        for p in m.backbone.parameters():
+            p.add_(0.01)
+    online = [p.detach().clone() for p in m.backbone.parameters()]
+    before = [p.detach().clone() for p in m.key_backbone.parameters()]
+    loss, _ = m(batch())
+    loss.backward()
+    for o, b, k in zip(online, before, m.key_backbone.parameters()):
+        torch.testing.assert_close(k, 0.9 * b + 0.1 * o)
+        assert k.grad is None
+    assert int(m.queue.ptr) == 4
+    norms = m.queue.keys[:4].norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(4))
+
+
+def test_iic_updates_the_banks_of_the_batch_videos_only():
+    torch.manual_seed(0)
+    m = build_method("iic", tiny(), num_videos=10, size=32, negatives=16)
+    banks = {n: b.memory.clone() for n, b in (("1", m.bank1), ("2", m.bank2), ("intra", m.bank_intra))}
+    m(batch())
+    for n, bank in (("1", m.bank1), ("2", m.bank2), ("intra", m.bank_intra)):
+        changed = (bank.memory != banks[n]).any(1).nonzero()[:, 0].tolist()
+        assert changed == [0, 3, 5, 7], n
+
+
+@pytest.mark.parametrize("intra_grad", [True, False])
+def test_iic_intra_negatives_carry_gradient_only_when_asked(intra_grad):
+    torch.manual_seed(0)
+    m = build_method("iic", tiny(), num_videos=10, size=32, negatives=16, intra_grad=intra_grad)
+    seen = []
+    real_embed = m.embed
+
+    def embed(x):  # record every embedding the loss is built from
+        f = real_embed(x)
+        f.retain_grad()
+        seen.append(f)
+        return f
+
+    m.embed = embed
+    loss, _ = m(batch())
+    loss.backward()
+    rgb, second, intra = seen
+    assert rgb.grad.abs().sum() > 0 and second.grad.abs().sum() > 0
+    if intra_grad:
+        assert intra.grad is not None and intra.grad.abs().sum() > 0
+    else:  # the public code's form: intra-negatives only enter through the detached bank
+        assert intra.grad is None or intra.grad.abs().sum() == 0
+
+
+def test_iic_views_and_option_errors():
+    m = build_method("iic", tiny(), num_videos=10, size=32, view2="rgb", intra="none")
+    assert m.bank_intra is None
+    m(batch())
+    with pytest.raises(ValueError, match="intra 'flip'"):
+        build_method("iic", tiny(), num_videos=10, intra="flip")
+    with pytest.raises(ValueError, match="no option 'queue'"):
+        build_method("iic", tiny(), num_videos=10, queue=5)
+    with pytest.raises(ValueError, match="augment has no setting 'zoom'"):
+        build_method("simclr", tiny(), augment={"zoom": 2})
+
+
+def test_simclr_options_change_its_augmentation():
+    m = build_method("simclr", tiny(), size=24, augment={"scale": [0.3, 1.0], "blur": 0.5})
+    assert m.augment.cfg.scale == (0.3, 1.0) and m.augment.cfg.blur == 0.5 and m.augment.cfg.size == 24
+    iic = build_method("iic", tiny(), num_videos=4, augment={"crop": "center"})
+    assert iic.augment.cfg.crop == "center" and iic.augment.cfg.jitter == 0.0  # IIC's defaults kept
+
+
+def test_pretrain_iic_with_options_from_the_command_line_form(tmp_path, synth_quick):
+    cfg = RunConfig.default(quick=True).with_overrides(None, [
+        "method=iic", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=2", "num_workers=0",
+        "options.intra=shuffle", "options.negatives=32"])
+    assert cfg.options == {"intra": "shuffle", "negatives": 32} and cfg.frames_size == 32
+    summary = pretrain(cfg, str(synth_quick.root), tmp_path / "run", progress=False)
+    assert summary["epochs_done"] == 1
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["options"] == {"intra": "shuffle", "negatives": 32}
