@@ -6,7 +6,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
+
+from .augment import AugmentConfig, augment, torchvision_pipeline
 
 from .data.dataset import ClipDataset
 from .data.manifest import Manifest, VideoEntry
@@ -92,8 +95,48 @@ def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int 
     return results
 
 
+def _timed(fn, device: torch.device, repeats: int) -> float:
+    """Seconds per call of fn, after one warm-up call; CUDA work is waited for."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / repeats
+
+
+def augment_benchmark(*, batch: int = 32, clip_len: int = 16, size: int = 112, frames: tuple[int, int] = (128, 171),
+                      device: str = "cpu", repeats: int = 3, cfg: AugmentConfig | None = None, seed: int = 0) -> dict:
+    """Clips/s of the batched augmentation against a per-clip torchvision v2 pipeline, same ops and input.
+
+    Input: a uint8 batch B x 3 x T x H x W on ``device``, as a loader delivers it. Both sides
+    produce float clips in [0, 1] of size x size. The default config is SimCLR's with blur on
+    half of the clips, so every operation runs.
+    """
+    dev = torch.device(device)
+    cfg = cfg or AugmentConfig(size=size, blur=0.5)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    clips = torch.randint(0, 256, (batch, 3, clip_len, *frames), dtype=torch.uint8, generator=g, device=dev)
+    pipeline = torchvision_pipeline(cfg)
+
+    def per_clip():
+        return torch.stack([pipeline(c.transpose(0, 1).float() / 255).transpose(0, 1) for c in clips])
+
+    batched_s = _timed(lambda: augment(clips, cfg, g), dev, repeats)
+    per_clip_s = _timed(per_clip, dev, repeats)
+    rows = [{"what": "batched (course_lib.augment)", "data": str(dev), "clips_per_s": round(batch / batched_s, 1),
+             "ratio": round(per_clip_s / batched_s, 2)},
+            {"what": "per clip (torchvision v2)", "data": str(dev), "clips_per_s": round(batch / per_clip_s, 1),
+             "ratio": 1.0}]
+    return {"batch": batch, "clip_len": clip_len, "size": size, "input": list(frames), "device": str(dev),
+            "threads": torch.get_num_threads(), "rows": rows}
+
+
 def format_table(results: dict) -> str:
-    """A plain-text table of ``decode_benchmark`` rows."""
+    """A plain-text table of benchmark rows (what, data, clips/s, ratio)."""
     lines = [f"{'what':32s} {'data':16s} {'clips/s':>9s} {'ratio':>6s}"]
     for r in results["rows"]:
         lines.append(f"{r['what']:32s} {r['data']:16s} {r['clips_per_s']:9.1f} {r.get('ratio', ''):>6}")

@@ -50,13 +50,18 @@ def _bench(args) -> int:
     import platform
     from pathlib import Path
 
-    from .bench import decode_benchmark, format_table
+    from .bench import augment_benchmark, decode_benchmark, format_table
     from .experiment import load_manifest
 
-    manifest = load_manifest(args.data)
-    results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
-    results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
-                          "data": str(manifest.root)}
+    if args.what == "augment":
+        results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=args.device or "cpu",
+                                    repeats=args.repeats)
+        results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version()}
+    else:
+        manifest = load_manifest(args.data)
+        results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
+        results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
+                              "data": str(manifest.root)}
     print(format_table(results), file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -133,8 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("settings", nargs="*", help="key=value overrides")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("bench", help="measure throughput (decode: clips/s)")
-    p.add_argument("what", choices=["decode"])
+    p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment)")
+    p.add_argument("what", choices=["decode", "augment"])
+    p.add_argument("--device", help="augment: cpu or cuda (default cpu)")
+    p.add_argument("--batch", type=int, default=32, help="augment: clips per batch")
+    p.add_argument("--repeats", type=int, default=3, help="augment: timed batches per side")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--clip-len", type=int, default=16)
     p.add_argument("--short-side", type=int, default=128)
