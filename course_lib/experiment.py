@@ -97,6 +97,32 @@ class RunConfig:
         return replace(self, **changes)
 
 
+def course_config(quick: bool | None = None, **changes) -> RunConfig:
+    """The shared setting of notebooks 03-08, so that every method's numbers compare.
+
+    A small backbone (``r3d_vcop`` at width 0.25), AdamW, batch 8, clips with frame stride 2:
+    8 frames at 48 px for 15 epochs in quick mode, 16 frames at 64 px for 30 epochs otherwise.
+    """
+    quick = quick_mode() if quick is None else quick
+    base = RunConfig.default(quick=True, epochs=15 if quick else 30, size=48 if quick else 64,
+                             clip_len=8 if quick else 16, stride=2, warmup_epochs=1, num_workers=2)
+    return replace(base, **changes)
+
+
+def frozen_scores(backbone: torch.nn.Module, cfg: RunConfig, manifest: Manifest, *, device=None,
+                  ks: tuple[int, ...] = (1, 5, 10)) -> dict:
+    """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction.
+
+    Features: ``cfg.test_clips`` evenly spaced clips per video, averaged, frames at ``cfg.size``.
+    """
+    device = get_device(device or cfg.device)
+    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
+    feats = {s: extract_features(backbone, ClipDataset(manifest, sampler, split=s, size=(cfg.size, cfg.size)),
+                                 device=device, num_workers=cfg.num_workers) for s in ("train", "test")}
+    (a, ya, _), (b, yb, _) = feats["train"], feats["test"]
+    return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks)}
+
+
 def load_manifest(data: str | os.PathLike | None) -> Manifest:
     return Manifest.load(data) if data else builtin_dataset(progress=False)
 

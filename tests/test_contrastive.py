@@ -73,6 +73,17 @@ def test_iic_intra_negatives_carry_gradient_only_when_asked(intra_grad):
         assert intra.grad is None or intra.grad.abs().sum() == 0
 
 
+def test_iic_negatives_are_other_videos_drawn_uniformly():
+    from course_lib.methods.iic import sample_others
+    torch.manual_seed(0)
+    index = torch.tensor([0, 3, 4])
+    others = sample_others(index, 5, 4000)  # B x K
+    assert not (others == index[:, None]).any()
+    for row, own in zip(others, index.tolist()):
+        counts = torch.bincount(row, minlength=5).float()
+        assert counts[own] == 0 and ((counts[counts > 0] / 1000 - 1).abs() < 0.1).all()  # 4 others, 1000 each
+
+
 def test_iic_views_and_option_errors():
     m = build_method("iic", tiny(), num_videos=10, size=32, view2="rgb", intra="none")
     assert m.bank_intra is None

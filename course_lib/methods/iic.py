@@ -26,6 +26,12 @@ from .common import normalize
 VIEWS = ("residual", "rgb")
 
 
+def sample_others(index: torch.Tensor, num_videos: int, k: int) -> torch.Tensor:
+    """B x k video indices drawn uniformly with replacement, never the query's own (index[b])."""
+    others = torch.randint(0, num_videos - 1, (len(index), k), device=index.device)
+    return others + (others >= index[:, None]).long()  # skip over the query's own index
+
+
 class IIC(nn.Module):
     def __init__(self, backbone: nn.Module, *, num_videos: int, size: int = 112, view2: str = "residual",
                  intra: str | None = "repeat", intra_grad: bool = True, negatives: int = 1024,
@@ -53,8 +59,7 @@ class IIC(nn.Module):
         v2 = residual_frames(x) if self.view2 == "residual" else self.augment(clips)  # RGB/RGB: another crop
         f1, f2 = self.embed(x), self.embed(v2)  # B x D each
         # candidates: column 0 is the video itself (the positive), then K random videos
-        others = torch.randint(0, len(self.bank1), (len(index), self.negatives), device=index.device)
-        cand = torch.cat([index[:, None], others], 1)  # B x (K + 1)
+        cand = torch.cat([index[:, None], sample_others(index, len(self.bank1), self.negatives)], 1)  # B x (K + 1)
         intra = None
         if self.intra:
             fn = self.embed(INTRA_NEGATIVES[self.intra](x))  # B x D, same appearance, broken time
