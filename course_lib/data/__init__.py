@@ -10,8 +10,8 @@ from .manifest import (
     read_kinetics,
     read_ucf101,
 )
-from .samplers import (OrderedClipsSampler, RandomClipSampler, RandomStrideSampler, ShortVideoError, UniformClipSampler,
-                       clip_span)
+from .samplers import (OrderedClipsSampler, RandomClipSampler, RandomStrideSampler, ShortVideoError,
+                       TemporalIntervalSampler, UniformClipSampler, clip_span, interval_pmf)
 from .synth import CLASSES as SYNTH_CLASSES
 from .synth import PRESETS as SYNTH_PRESETS
 from .synth import SynthConfig
@@ -26,6 +26,7 @@ def builtin_dataset(quick: bool | None = None, *, progress: bool = True) -> Mani
 
 __all__ = [
     "ClipDataset", "Manifest", "ManifestError", "VideoEntry", "probe_manifest", "read_folder", "read_hmdb51",
-    "read_kinetics", "read_ucf101", "RandomClipSampler", "OrderedClipsSampler", "RandomStrideSampler", "UniformClipSampler", "ShortVideoError", "clip_span",
+    "read_kinetics", "read_ucf101", "RandomClipSampler", "OrderedClipsSampler", "RandomStrideSampler",
+    "UniformClipSampler", "TemporalIntervalSampler", "interval_pmf", "ShortVideoError", "clip_span",
     "SYNTH_CLASSES", "SYNTH_PRESETS", "SynthConfig", "builtin_dataset",
 ]

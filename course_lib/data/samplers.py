@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ShortVideoError", "RandomClipSampler", "UniformClipSampler", "OrderedClipsSampler", "RandomStrideSampler",
-           "clip_span"]
+           "TemporalIntervalSampler", "interval_pmf", "clip_span"]
 
 
 class ShortVideoError(ValueError):
@@ -131,3 +131,58 @@ class RandomStrideSampler(_ClipSampler):
             start = rng.integers(0, max(num_frames - span, 0) + 1, size=1)
             out.append(_clips(start, self.clip_len, stride, num_frames)[0])
         return np.stack(out)
+
+
+INTERVAL_MODES = ("decreasing", "uniform", "increasing")
+
+
+def interval_pmf(num_starts: int, mode: str = "decreasing", power: float = 1.0) -> np.ndarray:
+    """P(t) of the gap t = 0 .. M-1 between two clip starts, M = ``num_starts`` (CVRL, section 3.1).
+
+    decreasing: P(t) proportional to 1 - (t / M)^p (p = 1: linear, the paper's default);
+    uniform: constant; increasing: proportional to (t / M)^p, the ablation's opposite.
+    """
+    if mode not in INTERVAL_MODES:
+        raise ValueError(f"interval mode {mode!r} is not one of {', '.join(INTERVAL_MODES)}.")
+    if power <= 0:
+        raise ValueError(f"interval power must be > 0 (got {power}).")
+    t = np.arange(num_starts) / num_starts
+    w = {"decreasing": 1 - t ** power, "uniform": np.ones_like(t), "increasing": t ** power}[mode]
+    if w.sum() == 0:  # one start only (M = 1) in increasing mode
+        w = np.ones_like(t)
+    return w / w.sum()
+
+
+@dataclass(frozen=True)
+class TemporalIntervalSampler(_ClipSampler):
+    """Two clips per video whose start gap follows ``interval_pmf`` (CVRL's temporal interval sampler).
+
+    With M = num_frames - (clip_len - 1) * stride possible starts, the gap t is drawn by
+    inverse-CDF sampling of P(t), the first start uniformly in [0, M - t), the second t
+    frames later, and the two are returned in random order. Nearby clips share more, so a
+    decreasing P(t) keeps positives similar enough to learn from while still varying them.
+    A video shorter than one clip gets two independent starts with wrapped indices.
+    """
+
+    num_clips: int = 2
+    mode: str = "decreasing"
+    power: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_clips != 2:
+            raise ValueError(f"the temporal interval sampler draws 2 clips (got num_clips={self.num_clips}).")
+        interval_pmf(1, self.mode, self.power)  # validates mode and power
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        if self._too_short(num_frames):
+            starts = rng.integers(0, num_frames, size=2)
+        else:
+            m = num_frames - self.span + 1  # possible starts
+            cdf = np.cumsum(interval_pmf(m, self.mode, self.power))
+            gap = int(min(np.searchsorted(cdf, rng.random(), side="right"), m - 1))  # inverse CDF
+            first = int(rng.integers(0, m - gap))
+            starts = np.array([first, first + gap])
+            if rng.random() < 0.5:
+                starts = starts[::-1].copy()
+        return _clips(starts, self.clip_len, self.stride, num_frames)
