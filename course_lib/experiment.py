@@ -17,7 +17,7 @@ import yaml
 
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
 from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_probe, retrieval
-from .methods import AUGMENTING, build_method, sampler_for
+from .methods import AUGMENTING, SAMPLER_OPTIONS, build_method, sampler_for
 from .models import create_model
 from .runtime import get_device, quick_mode
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -136,11 +136,15 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     manifest = load_manifest(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride)
+    options = dict(cfg.options)
+    sampler_options = {k: options.pop(k) for k in SAMPLER_OPTIONS if k in options}
+    if sampler_options and cfg.method != "cvrl":
+        raise ValueError(f"options {', '.join(sampler_options)} only apply to the cvrl method.")
+    sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride, **sampler_options)
     train_set = ClipDataset(manifest, sampler, split="train", size=(cfg.frames_size,) * 2, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
-                          num_videos=len(train_set), size=cfg.size, **cfg.options)
+                          num_videos=len(train_set), size=cfg.size, **options)
     (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
     summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
     summary["run"] = asdict(cfg)

@@ -112,3 +112,25 @@ def test_pretrain_iic_with_options_from_the_command_line_form(tmp_path, synth_qu
     assert summary["epochs_done"] == 1
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["options"] == {"intra": "shuffle", "negatives": 32}
+
+
+def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick):
+    from course_lib.data import TemporalIntervalSampler
+    from course_lib.methods import sampler_for
+    m = build_method("cvrl", tiny(), size=24)
+    linears = [l for l in m.projector if isinstance(l, torch.nn.Linear)]
+    assert [l.out_features for l in linears] == [2048, 2048, 2048, 128]
+    assert sum(isinstance(l, torch.nn.BatchNorm1d) for l in m.projector) == 3
+    a1, a2 = m.augment1.cfg, m.augment2.cfg
+    assert (a1.scale, a1.ratio, a1.hue, a1.blur, a1.solarize) == ((0.3, 1.0), (0.5, 2.0), 0.2, 1.0, 0.0)
+    assert (a2.blur, a2.solarize) == (0.1, 0.2)  # the second clip: rare blur, some solarize
+    with pytest.raises(ValueError, match="2 clips"):
+        m(batch(s=1))
+    s = sampler_for("cvrl", clip_len=8, interval="increasing", power=2.0)
+    assert isinstance(s, TemporalIntervalSampler) and (s.mode, s.power) == ("increasing", 2.0)
+    cfg = RunConfig.default(quick=True).with_overrides(None, [
+        "method=cvrl", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=1", "num_workers=0",
+        "options.interval=uniform", "options.hidden=64"])
+    assert pretrain(cfg, str(synth_quick.root), tmp_path / "cvrl", progress=False)["epochs_done"] == 1
+    with pytest.raises(ValueError, match="only apply to the cvrl method"):
+        pretrain(cfg.with_overrides(None, ["method=simclr"]), str(synth_quick.root), tmp_path / "x", progress=False)

@@ -12,7 +12,8 @@ from torch import nn
 
 from ..augment import AugmentConfig
 
-from ..data.samplers import OrderedClipsSampler, RandomClipSampler, RandomStrideSampler
+from ..data.samplers import OrderedClipsSampler, RandomClipSampler, RandomStrideSampler, TemporalIntervalSampler
+from .cvrl import CVRL
 from .iic import IIC
 from .moco import MoCo
 from .rotation import RotationPrediction
@@ -21,10 +22,11 @@ from .speed import SpeedPrediction
 from .supervised import Supervised
 from .vcop import ClipOrderPrediction
 
-METHODS = ("supervised", "rotation", "vcop", "speed", "simclr", "moco", "iic")
-AUGMENTING = ("simclr", "moco", "iic")
+METHODS = ("supervised", "rotation", "vcop", "speed", "simclr", "moco", "iic", "cvrl")
+AUGMENTING = ("simclr", "moco", "iic", "cvrl")
+SAMPLER_OPTIONS = ("interval", "power")  # options that go to the sampler (CVRL), not to the method
 CLASSES = {"supervised": Supervised, "rotation": RotationPrediction, "vcop": ClipOrderPrediction,
-           "speed": SpeedPrediction, "simclr": SimCLR, "moco": MoCo, "iic": IIC}  # methods that crop on the device: decode frames larger than the crop
+           "speed": SpeedPrediction, "simclr": SimCLR, "moco": MoCo, "iic": IIC, "cvrl": CVRL}  # methods that crop on the device: decode frames larger than the crop
 
 
 def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = None, num_videos: int | None = None,
@@ -68,12 +70,18 @@ def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = No
         return MoCo(backbone, size=size, **options)
     if name == "iic":
         return IIC(backbone, num_videos=num_videos, size=size, **options)
+    if name == "cvrl":
+        return CVRL(backbone, size=size, **options)
     raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.")
 
 
-def sampler_for(name: str, *, clip_len: int, stride: int = 1, gap: int | None = None):
+def sampler_for(name: str, *, clip_len: int, stride: int = 1, gap: int | None = None, interval: str = "decreasing",
+                power: float = 1.0):
     """The training sampler each method needs (VCOP: 3 ordered clips; speed: random strides;
-    SimCLR and MoCo: two clips at independent random starts)."""
+    SimCLR and MoCo: two clips at independent random starts; CVRL: two clips whose gap
+    follows the ``interval`` density with ``power``)."""
+    if name == "cvrl":
+        return TemporalIntervalSampler(clip_len=clip_len, stride=stride, mode=interval, power=power)
     if name == "vcop":
         return OrderedClipsSampler(clip_len=clip_len, stride=stride, num_clips=3,
                                    gap=clip_len // 2 if gap is None else gap)
@@ -86,5 +94,5 @@ def sampler_for(name: str, *, clip_len: int, stride: int = 1, gap: int | None = 
     raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.")
 
 
-__all__ = ["METHODS", "AUGMENTING", "build_method", "sampler_for", "Supervised", "RotationPrediction",
+__all__ = ["METHODS", "AUGMENTING", "SAMPLER_OPTIONS", "CVRL", "build_method", "sampler_for", "Supervised", "RotationPrediction",
            "ClipOrderPrediction", "SpeedPrediction", "SimCLR", "MoCo", "IIC"]

@@ -1,0 +1,43 @@
+"""CVRL: spatiotemporal contrastive video representation learning (Qian et al., *Spatiotemporal
+Contrastive Video Representation Learning*, CVPR 2021).
+
+Two clips of a video, drawn by the temporal interval sampler (nearby clips more often),
+each augmented with temporally consistent spatial augmentation: random resized crop
+(area 0.3-1, aspect 0.5-2), flip, strong colour jitter, grayscale, and asymmetric blur
+and solarize as in the public code (blur always on clip 1, p = 0.1 on clip 2; solarize
+p = 0.2 on clip 2 only). A 3-layer MLP head (2048 wide, BN, ReLU) maps the backbone
+feature to 128-d, and the symmetric NT-Xent loss at temperature 0.1 contrasts the 2N clips.
+The paper's backbone is ``r3d_50``; any registered backbone works.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..augment import AugmentConfig, VideoAugment
+from ..losses import nt_xent, positive_rank_accuracy
+from .common import mlp, normalize
+
+CVRL_AUGMENT = AugmentConfig(scale=(0.3, 1.0), ratio=(0.5, 2.0), flip=0.5, jitter=0.8, brightness=0.8, contrast=0.8,
+                             saturation=0.8, hue=0.2, grayscale=0.2, blur=1.0, solarize=0.0)
+
+
+class CVRL(nn.Module):
+    def __init__(self, backbone: nn.Module, *, size: int = 224, augment: AugmentConfig = CVRL_AUGMENT,
+                 blur2: float = 0.1, solarize2: float = 0.2, hidden: int = 2048, dim: int = 128,
+                 temperature: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = mlp([backbone.feature_dim, hidden, hidden, hidden, dim], batch_norm=True)
+        self.augment1 = VideoAugment(augment, size=size)
+        self.augment2 = VideoAugment(augment, size=size, blur=blur2, solarize=solarize2)
+        self.temperature = temperature
+
+    def forward(self, batch: dict):
+        clips = batch["clips"]  # B x 2 x C x T x H x W uint8: the two clips of the interval sampler
+        if clips.shape[1] != 2:
+            raise ValueError(f"CVRL needs 2 clips per video (the temporal interval sampler), got {clips.shape[1]}.")
+        x1, x2 = self.augment1(clips[:, 0]), self.augment2(clips[:, 1])  # B x C x T x size x size, [0, 1]
+        z1 = self.projector(self.backbone(normalize(x1)))  # B x dim
+        z2 = self.projector(self.backbone(normalize(x2)))  # B x dim
+        loss = nt_xent(z1, z2, self.temperature)
+        return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(z1, z2)}
