@@ -9,6 +9,9 @@
   from a momentum encoder, negatives from a queue of past keys.
 - ``MemoryBank``, ``bank_nce``: the memory bank of Wu et al. (CVPR 2018) as CMC and IIC
   use it: one slowly updated, L2-normalised entry per training video.
+- ``shuffle_rank``, ``temporal_coherent``: the two terms of DualVar (Zhang et al., *Inter-intra
+  Variant Dual Representations for Self-supervised Video Recognition*, BMVC 2021), over
+  per-segment embeddings of clips.
 - ``alignment``, ``uniformity``: Wang & Isola (ICML 2020), two numbers that describe an
   embedding.
 """
@@ -126,6 +129,35 @@ def bank_nce(query: torch.Tensor, candidates: torch.Tensor, temperature: float =
     """
     logits = torch.einsum("nmd,nd->nm", candidates, query) / temperature
     return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device)), logits
+
+
+# ----------------------------------------------------------------------------- DualVar
+def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.05) -> torch.Tensor:
+    """Rank the matching segment above the others: mean softplus((s_neg - s_pos) / theta).
+
+    anchor, shuffled: B x S x D normalised segment embeddings; ``shuffled`` comes from the
+    time-shuffled clip, already put back in the original segment order, so for anchor
+    segment i the positive is shuffled segment i and the other S - 1 are negatives.
+    """
+    s = torch.einsum("bid,bjd->bij", anchor, shuffled)  # B x S x S
+    pos = s.diagonal(dim1=1, dim2=2)  # B x S
+    off = ~torch.eye(s.shape[1], dtype=torch.bool, device=s.device)  # S x S, j != i
+    return F.softplus((s - pos[:, :, None]) / theta)[:, off].mean()
+
+
+def coherent_similarity(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
+    """Clip-to-clip similarity, B1 x B2: the mean of the S x S segment dot products."""
+    return torch.einsum("bid,cjd->bc", e1, e2) / (e1.shape[1] * e2.shape[1])
+
+
+def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """DualVar's temporal coherent contrast: InfoNCE over videos with ``coherent_similarity``.
+
+    e1, e2: B x S x D normalised segment embeddings of two clips per video; symmetric.
+    """
+    logits = coherent_similarity(e1, e2) / temperature  # B x B, positives on the diagonal
+    target = torch.arange(len(e1), device=e1.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
 # ----------------------------------------------------------------------------- diagnostics

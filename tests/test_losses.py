@@ -104,3 +104,28 @@ def test_alignment_and_uniformity_by_hand():
     z = unit([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])  # squared distances 4, 2, 2
     expected = math.log((math.exp(-8) + 2 * math.exp(-4)) / 3)
     assert L.uniformity(z).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_shuffle_rank_by_hand():
+    # one video, S = 2 segments in 2-D: anchor segments e1, e2; shuffled (re-ordered) segments at 30 and 80 degrees
+    a = unit([[[1.0, 0.0], [0.0, 1.0]]])
+    ang = [math.radians(30), math.radians(80)]
+    p = torch.tensor([[[math.cos(x), math.sin(x)] for x in ang]], dtype=torch.float64)
+    s = a[0] @ p[0].T  # s[i, j] = anchor i . shuffled j
+    theta = 0.05
+    terms = [math.log1p(math.exp((s[i, j] - s[i, i]) / theta)) for i in range(2) for j in range(2) if i != j]
+    assert L.shuffle_rank(a, p, theta).item() == pytest.approx(sum(terms) / 2, abs=1e-9)
+    # a perfectly ranked pair costs almost nothing, a swapped one a lot
+    assert L.shuffle_rank(a, a, theta) < 1e-8 < 10 < L.shuffle_rank(a, a.flip(1), theta)
+
+
+def test_temporal_coherent_by_hand():
+    g = torch.Generator().manual_seed(0)
+    e1 = F.normalize(torch.randn(3, 2, 4, generator=g, dtype=torch.float64), dim=2)
+    e2 = F.normalize(torch.randn(3, 2, 4, generator=g, dtype=torch.float64), dim=2)
+    t = 0.07
+    sim = [[sum(float(e1[b, i] @ e2[c, j]) for i in range(2) for j in range(2)) / 4 for c in range(3)]
+           for b in range(3)]
+    rows = [-math.log(math.exp(sim[b][b] / t) / sum(math.exp(sim[b][c] / t) for c in range(3))) for b in range(3)]
+    cols = [-math.log(math.exp(sim[c][c] / t) / sum(math.exp(sim[b][c] / t) for b in range(3))) for c in range(3)]
+    assert L.temporal_coherent(e1, e2, t).item() == pytest.approx((sum(rows) + sum(cols)) / 6, abs=1e-9)
