@@ -76,6 +76,10 @@ def _pretrain(args) -> int:
     cfg = RunConfig.default(method=args.method).with_overrides(args.config, args.settings)
     if args.epochs is not None:
         cfg.epochs = args.epochs
+    if args.base:
+        if args.method != "dualvar":
+            raise ValueError("--base only applies to --method dualvar.")
+        cfg.options = {**cfg.options, "base": args.base}
     summary = pretrain(cfg, args.data, args.out, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "final": summary["final"], "epochs_done": summary["epochs_done"]}))
     return 0
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, summary.json, run.json")
     p.add_argument("--config", help="YAML file of settings (see course_lib.experiment.RunConfig)")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--base", choices=["simclr", "moco"], help="dualvar: the clip contrast it builds on")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("settings", nargs="*", help="key=value overrides, e.g. model=r3d_18 width=0.5 lr=0.1")
     p.set_defaults(func=_pretrain)

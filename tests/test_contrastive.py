@@ -134,3 +134,37 @@ def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick):
     assert pretrain(cfg, str(synth_quick.root), tmp_path / "cvrl", progress=False)["epochs_done"] == 1
     with pytest.raises(ValueError, match="only apply to the cvrl method"):
         pretrain(cfg.with_overrides(None, ["method=simclr"]), str(synth_quick.root), tmp_path / "x", progress=False)
+
+
+def test_shuffle_segments_and_back():
+    from course_lib.methods.dualvar import shuffle_segments
+    x = torch.arange(8.0).view(1, 1, 8, 1, 1).expand(50, 3, 8, 2, 2).contiguous()  # frame t holds t
+    shuffled, perm = shuffle_segments(x, 2, torch.Generator().manual_seed(0))
+    order = shuffled[:, 0, :, 0, 0].long()  # B x T
+    for o, p in zip(order, perm):
+        assert o.tolist() == [f for s in p.tolist() for f in range(4 * s, 4 * s + 4)]  # segment k = original p[k]
+    assert (perm[:, 0] == 1).any() and (perm[:, 0] == 0).any()  # both orders occur
+
+
+@pytest.mark.parametrize("base", ["simclr", "moco"])
+def test_dualvar_switches_each_term(base):
+    torch.manual_seed(0)
+    for rank, coherent in ((False, False), (True, False), (False, True), (True, True)):
+        m = build_method("dualvar", tiny(), num_videos=40, size=32, base=base, rank=rank, coherent=coherent)
+        loss, logs = m(batch(t=8))
+        terms = logs["clip"] + logs.get("rank", 0.0) + logs.get("coherent", 0.0)
+        assert ("rank" in logs, "coherent" in logs) == (rank, coherent)
+        assert loss.item() == pytest.approx(terms, rel=1e-5)
+        loss.backward()
+    assert hasattr(m, "queue") == (base == "moco")
+
+
+def test_dualvar_rank_loss_uses_the_segment_order():
+    from course_lib.losses import shuffle_rank
+    torch.manual_seed(0)
+    m = build_method("dualvar", tiny(), size=32, coherent=False)
+    e = m.segment_embeddings(torch.randn(4, m.backbone.feature_dim))  # B x 2 x 64, unit norm
+    assert torch.allclose(e.norm(dim=2), torch.ones(4, 2))
+    assert shuffle_rank(e, e) < shuffle_rank(e, e.flip(1))
+    with pytest.raises(ValueError, match="base 'byol'"):
+        build_method("dualvar", tiny(), base="byol")

@@ -14,6 +14,7 @@ from ..augment import AugmentConfig
 
 from ..data.samplers import OrderedClipsSampler, RandomClipSampler, RandomStrideSampler, TemporalIntervalSampler
 from .cvrl import CVRL
+from .dualvar import DualVar
 from .iic import IIC
 from .moco import MoCo
 from .rotation import RotationPrediction
@@ -22,11 +23,12 @@ from .speed import SpeedPrediction
 from .supervised import Supervised
 from .vcop import ClipOrderPrediction
 
-METHODS = ("supervised", "rotation", "vcop", "speed", "simclr", "moco", "iic", "cvrl")
-AUGMENTING = ("simclr", "moco", "iic", "cvrl")
+METHODS = ("supervised", "rotation", "vcop", "speed", "simclr", "moco", "iic", "cvrl", "dualvar")
+AUGMENTING = ("simclr", "moco", "iic", "cvrl", "dualvar")
 SAMPLER_OPTIONS = ("interval", "power")  # options that go to the sampler (CVRL), not to the method
 CLASSES = {"supervised": Supervised, "rotation": RotationPrediction, "vcop": ClipOrderPrediction,
-           "speed": SpeedPrediction, "simclr": SimCLR, "moco": MoCo, "iic": IIC, "cvrl": CVRL}  # methods that crop on the device: decode frames larger than the crop
+           "speed": SpeedPrediction, "simclr": SimCLR, "moco": MoCo, "iic": IIC, "cvrl": CVRL,
+           "dualvar": DualVar}  # methods that crop on the device: decode frames larger than the crop
 
 
 def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = None, num_videos: int | None = None,
@@ -61,7 +63,7 @@ def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = No
         return SpeedPrediction(backbone, **options)
     if name == "simclr":
         return SimCLR(backbone, size=size, **options)
-    if name in ("moco", "iic") and not num_videos:
+    if (name in ("moco", "iic") or (name == "dualvar" and options.get("base") == "moco")) and not num_videos:
         raise ValueError(f"the {name} method needs num_videos (the size of the training set).")
     if name == "moco":
         # a queue longer than half the training set holds several keys of each video, which
@@ -72,6 +74,10 @@ def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = No
         return IIC(backbone, num_videos=num_videos, size=size, **options)
     if name == "cvrl":
         return CVRL(backbone, size=size, **options)
+    if name == "dualvar":
+        if options.get("base") == "moco":
+            options.setdefault("queue", min(16384, max(1, num_videos // 2)))  # as for moco
+        return DualVar(backbone, size=size, **options)
     raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.")
 
 
@@ -87,12 +93,12 @@ def sampler_for(name: str, *, clip_len: int, stride: int = 1, gap: int | None = 
                                    gap=clip_len // 2 if gap is None else gap)
     if name == "speed":
         return RandomStrideSampler(clip_len=clip_len)
-    if name in ("simclr", "moco"):
+    if name in ("simclr", "moco", "dualvar"):
         return RandomClipSampler(clip_len=clip_len, stride=stride, num_clips=2)
     if name in METHODS:
         return RandomClipSampler(clip_len=clip_len, stride=stride)
     raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(METHODS)}.")
 
 
-__all__ = ["METHODS", "AUGMENTING", "SAMPLER_OPTIONS", "CVRL", "build_method", "sampler_for", "Supervised", "RotationPrediction",
+__all__ = ["METHODS", "AUGMENTING", "SAMPLER_OPTIONS", "CVRL", "DualVar", "build_method", "sampler_for", "Supervised", "RotationPrediction",
            "ClipOrderPrediction", "SpeedPrediction", "SimCLR", "MoCo", "IIC"]
