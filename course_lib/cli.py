@@ -94,7 +94,7 @@ def _evaluate(args) -> int:
         raise ValueError("give exactly one of --checkpoint CKPT and --random-init.")
     cfg = RunConfig.default().with_overrides(args.config, args.settings)
     result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint,
-                      out_dir=Path(args.out).with_suffix("") if args.protocol == "finetune" else None,
+                      out_dir=Path(args.out).with_suffix("") if args.protocol in ("finetune", "cvrl-linear") else None,
                       progress=not args.no_progress)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint.pt of a pretrain run (or its folder)")
     p.add_argument("--random-init", action="store_true", help="evaluate an untrained backbone (the lower bound)")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
-    p.add_argument("--protocol", required=True, choices=["retrieval", "linear", "knn", "finetune"])
+    p.add_argument("--protocol", required=True, choices=["retrieval", "linear", "knn", "finetune", "cvrl-linear"])
     p.add_argument("--out", required=True, help="result JSON file")
     p.add_argument("--config", help="YAML file of settings")
     p.add_argument("--no-progress", action="store_true")

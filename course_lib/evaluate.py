@@ -7,6 +7,9 @@
 * ``linear_probe``: a linear classifier on frozen, L2-normalised features.
 * ``knn``: a similarity-weighted k-nearest-neighbour vote (Wu et al., 2018).
 * ``finetune``: the whole network trained with labels, tested with averaged clip logits.
+* ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
+  feature of augmented training clips (crop area 0.3-1, flip), tested with N clips x 3
+  crops averaged.
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
   representation encodes (motion class versus shape or colour).
 """
@@ -19,7 +22,8 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .methods.common import to_float
+from .augment import AugmentConfig, VideoAugment, resized_crop
+from .methods.common import accuracy, normalize, to_float
 
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
 
@@ -99,7 +103,7 @@ def attribute_probe(train_feats, test_feats, train_values: list, test_values: li
 
 @torch.no_grad()
 def classify(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8) -> float:
-    """Accuracy (%) of a ``Supervised`` method over ``dataset``, logits averaged over each video's clips."""
+    """Accuracy (%) over ``dataset`` of a model with ``logits(clips)`` (``Supervised``, ``FrozenLinear``)."""
     model = model.to(device).eval()
     correct = total = 0
     for batch in DataLoader(dataset, batch_size=batch_size):
@@ -116,6 +120,67 @@ def finetune(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes:
     from .train import train
 
     model = Supervised(backbone, num_classes)
+    summary = train(model, train_set, cfg, out, device=device, progress=progress)
+    return {"test_acc": classify(model, test_set, device=summary["device"]),
+            "train_acc_last_epoch": 100 * summary["final"]["acc"]}
+
+
+def three_crops(clips: torch.Tensor, size: int) -> torch.Tensor:
+    """Square crops of side min(H, W) at the start, centre and end of the longer axis, resized to size.
+
+    N x C x T x H x W uint8 -> 3 x N x C x T x size x size float in [0, 1].
+    """
+    n, _, _, h, w = clips.shape
+    s = min(h, w)
+    offsets = [0, (max(h, w) - s) // 2, max(h, w) - s]
+    boxes = [torch.tensor([[o, 0, s, s] if h > w else [0, o, s, s]] * n, device=clips.device) for o in offsets]
+    return torch.stack([resized_crop(clips, b, size) for b in boxes])
+
+
+class FrozenLinear(nn.Module):
+    """A linear classifier on a frozen backbone's L2-normalised pooled feature (CVRL, section 4.1).
+
+    Training clips are augmented (random resized crop with area 0.3-1, flip); the backbone
+    stays in eval mode, so its batch-norm statistics do not move either.
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, *, size: int,
+                 augment: AugmentConfig = AugmentConfig(scale=(0.3, 1.0), jitter=0.0, grayscale=0.0)):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False)
+        self.fc = nn.Linear(backbone.feature_dim, num_classes)
+        self.augment = VideoAugment(augment, size=size)
+        self.size = size
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.normalize(self.backbone(normalize(x)), dim=1)  # B x D
+
+    def forward(self, batch: dict):
+        logits = self.fc(self.features(self.augment(batch["clips"][:, 0])))  # B x K
+        loss = F.cross_entropy(logits, batch["label"])
+        return loss, {"loss": loss.item(), "acc": accuracy(logits, batch["label"])}
+
+    @torch.no_grad()
+    def logits(self, clips: torch.Tensor) -> torch.Tensor:
+        """uint8 B x S x C x T x H x W -> logits averaged over the S clips and 3 crops, B x K."""
+        b = clips.shape[0]
+        crops = three_crops(rearrange(clips, "b s c t h w -> (b s) c t h w"), self.size)  # 3 x BS x C x T x H x W
+        out = torch.stack([self.fc(self.features(c)) for c in crops])  # 3 x BS x K
+        return rearrange(out, "k (b s) n -> b (k s) n", b=b).mean(1)
+
+
+def linear_eval(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, size: int, device=None,
+                progress: bool = True) -> dict:
+    """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test with clips x 3 crops."""
+    from .train import train
+
+    model = FrozenLinear(backbone, num_classes, size=size)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),
             "train_acc_last_epoch": 100 * summary["final"]["acc"]}

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
-from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_probe, retrieval
+from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_eval, linear_probe, retrieval
 from .methods import AUGMENTING, SAMPLER_OPTIONS, build_method, sampler_for
 from .models import create_model
 from .runtime import get_device, quick_mode
@@ -171,7 +171,7 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunCo
 
 def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str | None = None,
              out_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Run one protocol ("retrieval", "linear", "knn", "finetune") and return its result dict."""
+    """Run one protocol ("retrieval", "linear", "knn", "finetune", "cvrl-linear") and return its result dict."""
     if checkpoint:
         backbone, trained = load_backbone(checkpoint)
         cfg = replace(cfg, model=trained.model, width=trained.width, clip_len=trained.clip_len,
@@ -193,6 +193,17 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
         result.update(finetune(backbone, train_set, test_set, cfg.train_config(), out_dir,
                                num_classes=len(manifest.classes), device=device, progress=progress))
         return result
+    if protocol == "cvrl-linear":  # CVRL's linear evaluation; its lr 32 at batch 1024, scaled to our batch
+        train_set = ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride), split="train",
+                                size=(round(cfg.size * 8 / 7),) * 2, seed=cfg.seed)
+        test_set = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
+                                                            num_clips=cfg.test_clips), split="test",
+                               size=(cfg.size, cfg.size))
+        tc = replace(cfg.train_config(), optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine",
+                     lr=32 * cfg.batch_size / 1024, warmup_epochs=0)
+        result.update(linear_eval(backbone, train_set, test_set, tc, Path(out_dir or "runs/cvrl-linear"),
+                                  num_classes=len(manifest.classes), size=cfg.size, device=device, progress=progress))
+        return result
     sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
     sets = {s: ClipDataset(manifest, sampler, split=s, size=(cfg.size, cfg.size)) for s in ("train", "test")}
     (ftr, ytr, _), (fte, yte, _) = (extract_features(backbone, sets[s], device=device,
@@ -204,5 +215,5 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
     elif protocol == "knn":
         result.update(knn(ftr, ytr, fte, yte))
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; choose retrieval, linear, knn or finetune.")
+        raise ValueError(f"unknown protocol {protocol!r}; choose retrieval, linear, knn, finetune or cvrl-linear.")
     return result

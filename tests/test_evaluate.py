@@ -75,3 +75,27 @@ def test_features_average_the_clips_of_each_video(synth_quick):
     with torch.no_grad():
         manual = backbone(to_float(ds[2]["clips"])).mean(0)  # the 3 clips of video 2, averaged
     torch.testing.assert_close(feats[2], manual, rtol=1e-4, atol=1e-5)
+
+
+def test_three_crops_cover_the_long_axis():
+    from course_lib.evaluate import three_crops
+    x = torch.arange(12.0).view(1, 1, 1, 1, 12).expand(2, 3, 4, 6, 12).contiguous()  # column j holds j
+    crops = three_crops((x * 10).byte(), 6)  # 3 x 2 x 3 x 4 x 6 x 6
+    cols = (crops[:, 0, 0, 0, 0] * 255 / 10).round()
+    assert cols.tolist() == [[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8], [6, 7, 8, 9, 10, 11]]
+
+
+def test_frozen_linear_trains_only_the_classifier_and_keeps_bn_frozen():
+    from course_lib.evaluate import FrozenLinear
+    from course_lib.models import create_model
+    bb = create_model("r3d_vcop", width=0.125)
+    m = FrozenLinear(bb, 8, size=24)
+    m.train()
+    assert not bb.training and all(not p.requires_grad for p in bb.parameters())
+    stats = [b.clone() for b in bb.buffers()]
+    batch = {"clips": torch.randint(0, 256, (4, 1, 3, 4, 28, 28), dtype=torch.uint8), "label": torch.arange(4)}
+    loss, _ = m(batch)
+    loss.backward()
+    assert m.fc.weight.grad is not None
+    assert all(torch.equal(a, b) for a, b in zip(stats, bb.buffers()))
+    assert m.logits(batch["clips"]).shape == (4, 8)
