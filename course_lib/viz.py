@@ -74,6 +74,35 @@ def animate(clip, *, fps: int = 8, scale: float = 2.0, title: str | None = None)
     return html
 
 
+def gif(clip, *, fps: int = 8, scale: int = 3) -> bytes:
+    """An animated GIF of one clip (looping, pixels enlarged ``scale`` times), as bytes.
+
+    Unlike ``animate`` it needs no JavaScript, so an ``ipywidgets.Image`` can show it.
+    """
+    from io import BytesIO
+
+    from PIL import Image
+
+    frames = to_frames(clip)
+    if frames.shape[-1] == 1:
+        frames = np.repeat(frames, 3, axis=-1)
+    frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    images = [Image.fromarray(f) for f in frames]
+    buf = BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def figure_png(fig, dpi: int = 80) -> bytes:
+    """A figure as PNG bytes (the figure is closed)."""
+    from io import BytesIO
+
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence[str] | None = None, *,
                n_frames: int = 6, max_rows: int = 8, title: str | None = None):
     """One row per clip of a batch ``(B, C, T, H, W)`` (or a list of clips), ``n_frames`` frames each."""

@@ -2,13 +2,15 @@
 
 * ``AugmentationExplorer``: sliders for the crop area and aspect range, jitter strength,
   blur and grayscale probability, a consistent / per-frame toggle and a reseed button;
-  it shows two augmented views of one clip side by side, animated.
+  it shows two augmented views of one clip side by side, animated (a GIF).
 * ``SamplerExplorer``: controls for CVRL's interval density (mode, power p), clip length and
   stride; it shows the density, a histogram of drawn gaps and the sampled clips on a
   timeline of the video.
 
-The explorers keep what they last drew (``views``, ``gaps``) so tests and readers can
-drive them programmatically: set a control's ``value`` and the explorer re-renders.
+The explorers keep what they last drew (``views``, ``gaps``, ``shown``) so tests and
+readers can drive them programmatically: set a control's ``value`` and the explorer
+re-renders. They draw into ``ipywidgets.Image`` widgets (GIF and PNG bytes), which need
+no JavaScript and no output capture.
 ``augmentation_figure`` and ``sampler_figure`` draw the same content without a kernel.
 """
 from __future__ import annotations
@@ -22,18 +24,6 @@ from IPython.display import display
 from . import viz
 from .augment import AugmentConfig, augment
 from .data.samplers import TemporalIntervalSampler, interval_pmf
-
-
-def _show(output: W.Output, thing) -> None:
-    """Put ``thing`` (a figure or HTML) into ``output``; outside a kernel there is nothing to draw into."""
-    from IPython import get_ipython
-
-    output.clear_output(wait=True)
-    if get_ipython() is not None:
-        with output:
-            display(thing)
-    if isinstance(thing, plt.Figure):
-        plt.close(thing)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -70,9 +60,8 @@ def augmentation_figure(clip: torch.Tensor, cfg: AugmentConfig, seed: int = 0, n
 class AugmentationExplorer:
     """Two views of ``clip`` (uint8 C x T x H x W) under controls you move; ``.widget`` shows it."""
 
-    def __init__(self, clip: torch.Tensor, base: AugmentConfig = AugmentConfig(), *, seed: int = 0,
-                 animate: bool = True):
-        self.clip, self.base, self.seed, self.animate = clip, base, seed, animate
+    def __init__(self, clip: torch.Tensor, base: AugmentConfig = AugmentConfig(), *, seed: int = 0):
+        self.clip, self.base, self.seed = clip, base, seed
         style = {"description_width": "110px"}
         self.controls = {
             "min_area": W.FloatSlider(value=base.scale[0], min=0.05, max=1.0, step=0.05, description="min crop area",
@@ -89,10 +78,11 @@ class AugmentationExplorer:
         }
         self.reseed_button = W.Button(description="reseed", icon="refresh")
         self.reseed_button.on_click(lambda _: self.reseed())
-        self.output = W.Output()
+        self.image = W.Image(format="gif")
         for c in self.controls.values():
             c.observe(lambda _: self.render(), names="value")
-        self.widget = W.HBox([W.VBox([*self.controls.values(), self.reseed_button]), self.output])
+        self.widget = W.HBox([W.VBox([*self.controls.values(), self.reseed_button]),
+                              W.VBox([W.Label("view 1 | view 2"), self.image])])
         self.views = None
         self.render()
 
@@ -106,11 +96,7 @@ class AugmentationExplorer:
 
     def render(self) -> None:
         self.views = two_views(self.clip, self.cfg, self.seed)  # 2 x C x T x size x size
-        if self.animate:
-            self.shown = viz.animate(side_by_side(self.views), title="view 1 | view 2")
-        else:
-            self.shown = augmentation_figure(self.clip, self.cfg, self.seed)
-        _show(self.output, self.shown)
+        self.shown = self.image.value = viz.gif(side_by_side(self.views), scale=max(1, 160 // self.views.shape[-1]))
 
     def _ipython_display_(self):
         display(self.widget)
@@ -164,12 +150,12 @@ class SamplerExplorer:
             "clip_len": W.IntSlider(value=16, min=4, max=32, step=4, description="clip length", style=style),
             "stride": W.IntSlider(value=2, min=1, max=4, description="stride", style=style),
         }
-        self.output = W.Output()
+        self.image = W.Image(format="png")
         for c in self.controls.values():
             c.observe(lambda _: self.render(), names="value")
         self.widget = W.VBox([W.HBox(list(self.controls.values())[:2]), W.HBox(list(self.controls.values())[2:]),
-                              self.output])
-        self.gaps = None
+                              self.image])
+        self.gaps = self.figure = None
         self.render()
 
     @property
@@ -180,8 +166,8 @@ class SamplerExplorer:
         s = self.settings
         _, self.gaps = draw_gaps(self.num_frames, s["clip_len"], s["stride"], s["mode"], s["power"], self.n,
                                  self.seed)
-        self.shown = sampler_figure(self.num_frames, n=self.n, seed=self.seed, **s)
-        _show(self.output, self.shown)
+        self.figure = sampler_figure(self.num_frames, n=self.n, seed=self.seed, **s)
+        self.shown = self.image.value = viz.figure_png(self.figure)
 
     def _ipython_display_(self):
         display(self.widget)

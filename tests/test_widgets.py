@@ -18,7 +18,7 @@ def frames_equal(view):
 
 
 def test_augmentation_explorer_follows_its_controls(still_clip):
-    ex = AugmentationExplorer(still_clip, AugmentConfig(size=32), animate=False)
+    ex = AugmentationExplorer(still_clip, AugmentConfig(size=32))
     c = ex.controls
     assert ex.views.shape == (2, 3, 8, 32, 32)
     # whole-frame crops and no colour: each view is the resized clip, maybe mirrored
@@ -46,10 +46,15 @@ def test_augmentation_explorer_follows_its_controls(still_clip):
     assert not torch.allclose(before, ex.views)
 
 
-def test_augmentation_explorer_animates(still_clip):
-    ex = AugmentationExplorer(still_clip, AugmentConfig(size=24))
-    assert "<video" in ex.shown.data or "animation" in ex.shown.data.lower()  # a JavaScript player
-    assert ex.views.shape == (2, 3, 8, 24, 24)
+def test_augmentation_explorer_animates():
+    moving = torch.randint(0, 256, (3, 8, 40, 40), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    ex = AugmentationExplorer(moving, AugmentConfig(size=24))
+    from PIL import Image
+    import io
+    gif = Image.open(io.BytesIO(ex.shown))
+    assert ex.shown[:4] == b"GIF8" and gif.n_frames == 8  # one GIF frame per clip frame, the views side by side
+    assert gif.size == (6 * (2 * 24 + 2), 6 * 24)  # enlarged 160 // 24 = 6 times
+    assert ex.image.value == ex.shown
 
 
 def test_sampler_explorer_follows_its_controls():
@@ -66,7 +71,8 @@ def test_sampler_explorer_follows_its_controls():
     assert ex.gaps.mean() > decreasing
     c["clip_len"].value, c["stride"].value = 32, 3  # longer clips leave fewer starts
     assert ex.gaps.max() < 120 - 94 + 1
-    assert ex.shown.axes[2].get_title() == "clip pairs (32 frames, stride 3)"  # the figure follows too
+    assert ex.figure.axes[2].get_title() == "clip pairs (32 frames, stride 3)"  # the figure follows too
+    assert ex.shown[:8] == b"\x89PNG\r\n\x1a\n" and ex.image.value == ex.shown
 
 
 def test_static_figures_have_the_same_content(still_clip):
