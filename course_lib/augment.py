@@ -313,11 +313,6 @@ def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig) -> torch.Tensor:
     return x
 
 
-def as_float(clips: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] or float [0, 1] -> float32 [0, 1]."""
-    return clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
-
-
 def augment(clips: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), g: torch.Generator | None = None,
             *, return_params: bool = False):
     """Augment a batch of clips B x C x T x H x W -> float B x C x T x size x size in [0, 1].
