@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_synth)
 
+    from .experiment import PROTOCOLS
     from .methods import METHODS
 
     p = sub.add_parser("pretrain", help="train a method on a dataset (default: the built-in one)")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint.pt of a pretrain run (or its folder)")
     p.add_argument("--random-init", action="store_true", help="evaluate an untrained backbone (the lower bound)")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
-    p.add_argument("--protocol", required=True, choices=["retrieval", "linear", "knn", "finetune", "cvrl-linear"])
+    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--out", required=True, help="result JSON file")
     p.add_argument("--config", help="YAML file of settings")
     p.add_argument("--no-progress", action="store_true")

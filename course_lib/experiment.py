@@ -23,6 +23,12 @@ from .runtime import get_device, quick_mode
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
+PROTOCOLS = ("retrieval", "linear", "knn", "finetune", "cvrl-linear")
+
+
+def crop_room(size: int) -> int:
+    """The frame size to decode when a size x size crop is taken on the device (the 112-of-128 ratio)."""
+    return round(size * 8 / 7)
 
 
 @dataclass
@@ -60,7 +66,7 @@ class RunConfig:
         """The decoded frame size: methods that crop on the device get room around the crop."""
         if self.decode_size:
             return self.decode_size
-        return round(self.size * 8 / 7) if self.method in AUGMENTING else self.size
+        return crop_room(self.size) if self.method in AUGMENTING else self.size
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
@@ -109,17 +115,32 @@ def course_config(quick: bool | None = None, **changes) -> RunConfig:
     return replace(base, **changes)
 
 
+def eval_set(cfg: RunConfig, manifest: Manifest, split: str) -> ClipDataset:
+    """``cfg.test_clips`` evenly spaced clips per video of one split, frames at ``cfg.size``: what protocols test on."""
+    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
+    return ClipDataset(manifest, sampler, split=split, size=(cfg.size, cfg.size))
+
+
+def train_clips(cfg: RunConfig, manifest: Manifest, size: int) -> ClipDataset:
+    """One random clip per training video, frames decoded at size x size (protocols that train)."""
+    return ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride), split="train",
+                       size=(size, size), seed=cfg.seed)
+
+
+def frozen_features(backbone: torch.nn.Module, cfg: RunConfig, manifest: Manifest, device) -> tuple:
+    """(train features, train labels, test features, test labels), clip-averaged, from ``eval_set``."""
+    (a, ya, _), (b, yb, _) = (extract_features(backbone, eval_set(cfg, manifest, s), device=device,
+                                               num_workers=cfg.num_workers) for s in ("train", "test"))
+    return a, ya, b, yb
+
+
 def frozen_scores(backbone: torch.nn.Module, cfg: RunConfig, manifest: Manifest, *, device=None,
                   ks: tuple[int, ...] = (1, 5, 10)) -> dict:
     """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction.
 
     Features: ``cfg.test_clips`` evenly spaced clips per video, averaged, frames at ``cfg.size``.
     """
-    device = get_device(device or cfg.device)
-    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
-    feats = {s: extract_features(backbone, ClipDataset(manifest, sampler, split=s, size=(cfg.size, cfg.size)),
-                                 device=device, num_workers=cfg.num_workers) for s in ("train", "test")}
-    (a, ya, _), (b, yb, _) = feats["train"], feats["test"]
+    a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device))
     return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks)}
 
 
@@ -172,6 +193,8 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunCo
 def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str | None = None,
              out_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
     """Run one protocol ("retrieval", "linear", "knn", "finetune", "cvrl-linear") and return its result dict."""
+    if protocol not in PROTOCOLS:  # before any loading or feature extraction
+        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
     if checkpoint:
         backbone, trained = load_backbone(checkpoint)
         cfg = replace(cfg, model=trained.model, width=trained.width, clip_len=trained.clip_len,
@@ -184,36 +207,22 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
     result = {"protocol": protocol, "checkpoint": str(checkpoint) if checkpoint else "random-init",
               "data": str(manifest.root), "model": cfg.model, "width": cfg.width}
     if protocol == "finetune":
-        train_set = ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride),
-                                split="train", size=(cfg.size, cfg.size), seed=cfg.seed)
-        test_set = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
-                                                            num_clips=cfg.test_clips),
-                               split="test", size=(cfg.size, cfg.size))
-        out_dir = Path(out_dir or "runs/finetune")
-        result.update(finetune(backbone, train_set, test_set, cfg.train_config(), out_dir,
+        result.update(finetune(backbone, train_clips(cfg, manifest, cfg.size), eval_set(cfg, manifest, "test"),
+                               cfg.train_config(), Path(out_dir or "runs/finetune"),
                                num_classes=len(manifest.classes), device=device, progress=progress))
         return result
     if protocol == "cvrl-linear":  # CVRL's linear evaluation; its lr 32 at batch 1024, scaled to our batch
-        train_set = ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride), split="train",
-                                size=(round(cfg.size * 8 / 7),) * 2, seed=cfg.seed)
-        test_set = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
-                                                            num_clips=cfg.test_clips), split="test",
-                               size=(cfg.size, cfg.size))
         tc = replace(cfg.train_config(), optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine",
                      lr=32 * cfg.batch_size / 1024, warmup_epochs=0)
-        result.update(linear_eval(backbone, train_set, test_set, tc, Path(out_dir or "runs/cvrl-linear"),
+        result.update(linear_eval(backbone, train_clips(cfg, manifest, crop_room(cfg.size)),
+                                  eval_set(cfg, manifest, "test"), tc, Path(out_dir or "runs/cvrl-linear"),
                                   num_classes=len(manifest.classes), size=cfg.size, device=device, progress=progress))
         return result
-    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
-    sets = {s: ClipDataset(manifest, sampler, split=s, size=(cfg.size, cfg.size)) for s in ("train", "test")}
-    (ftr, ytr, _), (fte, yte, _) = (extract_features(backbone, sets[s], device=device,
-                                                     num_workers=cfg.num_workers) for s in ("train", "test"))
+    ftr, ytr, fte, yte = frozen_features(backbone, cfg, manifest, device)
     if protocol == "retrieval":
         result.update(retrieval(ftr, ytr, fte, yte, ks=RETRIEVAL_KS))
     elif protocol == "linear":
         result.update(linear_probe(ftr, ytr, fte, yte))
-    elif protocol == "knn":
-        result.update(knn(ftr, ytr, fte, yte))
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; choose retrieval, linear, knn, finetune or cvrl-linear.")
+        result.update(knn(ftr, ytr, fte, yte))
     return result

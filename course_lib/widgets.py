@@ -35,7 +35,7 @@ def augment_config(base: AugmentConfig, *, min_area: float, max_aspect: float, j
                         grayscale=grayscale, consistent=consistent)
 
 
-def two_views(clip: torch.Tensor, cfg: AugmentConfig, seed: int) -> torch.Tensor:
+def clip_views(clip: torch.Tensor, cfg: AugmentConfig, seed: int) -> torch.Tensor:
     """Two augmented views of one uint8 clip (C, T, H, W) -> float (2, C, T, size, size) in [0, 1]."""
     return augment(clip[None].expand(2, *clip.shape), cfg, torch.Generator().manual_seed(seed))
 
@@ -49,7 +49,7 @@ def side_by_side(views: torch.Tensor, gap: int = 2) -> torch.Tensor:
 
 def augmentation_figure(clip: torch.Tensor, cfg: AugmentConfig, seed: int = 0, n_frames: int = 6):
     """Static figure: the clip and its two views, ``n_frames`` frames each."""
-    views = two_views(clip, cfg, seed)
+    views = clip_views(clip, cfg, seed)
     fig = viz.batch_grid([clip, (views[0] * 255).byte(), (views[1] * 255).byte()], n_frames=n_frames,
                          title=f"{'consistent' if cfg.consistent else 'per-frame'} augmentation, seed {seed}")
     for ax, name in zip(fig.axes[::n_frames], ["clip", "view 1", "view 2"]):
@@ -95,7 +95,7 @@ class AugmentationExplorer:
         self.render()
 
     def render(self) -> None:
-        self.views = two_views(self.clip, self.cfg, self.seed)  # 2 x C x T x size x size
+        self.views = clip_views(self.clip, self.cfg, self.seed)  # 2 x C x T x size x size
         self.shown = self.image.value = viz.gif(side_by_side(self.views), scale=max(1, 160 // self.views.shape[-1]))
 
     def _ipython_display_(self):

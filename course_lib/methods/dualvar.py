@@ -15,16 +15,15 @@ maps a clip to S segment embeddings, one per temporal position.
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
-from ..losses import MoCoQueue, moco_loss, momentum_update, nt_xent, shuffle_rank, temporal_coherent
+from ..losses import nt_xent, shuffle_rank, temporal_coherent
 from .common import mlp, normalize
+from .moco import MoCo
 
 # temporally consistent colour jitter (0.8, 0.8, 0.8, 0.2) at about p = 0.64 and blur at p = 0.5, random crop
 DUALVAR_AUGMENT = AugmentConfig(crop="random", flip=0.5, jitter=0.64, brightness=0.8, contrast=0.8, saturation=0.8,
@@ -56,38 +55,36 @@ class DualVar(nn.Module):
             raise ValueError(f"DualVar base {base!r} is not one of {', '.join(BASES)}.")
         self.backbone, self.base = backbone, base
         d = backbone.feature_dim
-        self.clip_head = mlp([d, d, dim])  # 512 -> 512 -> 128 in the paper
+        if base == "moco":  # the clip contrast is MoCo's: its projector, key encoder and queue
+            self.moco = MoCo(backbone, size=size, augment=augment, dim=dim, queue=queue, momentum=momentum,
+                             temperature=temperature)
+        else:
+            self.clip_head = mlp([d, d, dim])  # 512 -> 512 -> 128 in the paper
         self.segment_head = mlp([d, d, segments * segment_dim])  # 512 -> 512 -> n_s x 64
         self.augment = VideoAugment(augment, size=size)
         self.segments, self.temperature, self.theta = segments, temperature, theta
         self.rank, self.coherent = rank, coherent
-        if base == "moco":
-            self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
-            self.key_head = copy.deepcopy(self.clip_head).requires_grad_(False)
-            self.queue = MoCoQueue(queue, dim)
-            self.momentum = momentum
+
+    @property
+    def queue(self):
+        """MoCo's queue (only with base="moco")."""
+        return self.moco.queue
 
     def segment_embeddings(self, f: torch.Tensor) -> torch.Tensor:
         """B x D backbone features -> B x S x segment_dim, each segment embedding L2-normalised."""
         return F.normalize(rearrange(self.segment_head(f), "b (s d) -> b s d", s=self.segments), dim=2)
 
-    def clip_loss(self, f1: torch.Tensor, x2: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        if self.base == "simclr":
-            return nt_xent(self.clip_head(f1), self.clip_head(f2), self.temperature)
-        with torch.no_grad():
-            momentum_update(self.key_backbone, self.backbone, self.momentum)
-            momentum_update(self.key_head, self.clip_head, self.momentum)
-            k = self.key_head(self.key_backbone(normalize(x2)))  # B x dim
-        loss, _ = moco_loss(self.clip_head(f1), k, self.queue.keys.clone(), self.temperature)
-        self.queue.enqueue(k)
-        return loss
-
     def forward(self, batch: dict):
         clips = batch["clips"]  # B x 2 x C x T x H x W: two clips c1, c2 of each video
         x1, x2 = self.augment(clips[:, 0]), self.augment(clips[:, 1])  # B x C x T x H x W in [0, 1]
-        f1, f2 = self.backbone(normalize(x1)), self.backbone(normalize(x2))  # B x D
+        f1 = self.backbone(normalize(x1))  # B x D
+        # the online features of c2: SimCLR's contrast and the coherent term need them, MoCo keys do not
+        f2 = self.backbone(normalize(x2)) if self.base == "simclr" or self.coherent else None
         logs = {}
-        loss = logs["clip"] = self.clip_loss(f1, x2, f2)
+        if self.base == "moco":
+            loss = logs["clip"] = self.moco.contrast(f1, x2)[0]
+        else:
+            loss = logs["clip"] = nt_xent(self.clip_head(f1), self.clip_head(f2), self.temperature)
         e1 = self.segment_embeddings(f1)  # B x S x d
         if self.coherent:
             logs["coherent"] = temporal_coherent(e1, self.segment_embeddings(f2), self.temperature)

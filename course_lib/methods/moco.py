@@ -31,13 +31,21 @@ class MoCo(nn.Module):
         self.augment = VideoAugment(augment, size=size)
         self.momentum, self.temperature = momentum, temperature
 
-    def forward(self, batch: dict):
-        x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
-        q = self.projector(self.backbone(normalize(x1)))  # B x dim
+    def contrast(self, f1: torch.Tensor, x2: torch.Tensor):
+        """The MoCo loss of query features f1 (B x D, from the backbone) against keys of view x2; updates the queue.
+
+        Returns (loss, logits B x (1 + K)). DualVar calls this with its own backbone features.
+        """
+        q = self.projector(f1)  # B x dim
         with torch.no_grad():
             momentum_update(self.key_backbone, self.backbone, self.momentum)
             momentum_update(self.key_projector, self.projector, self.momentum)
             k = self.key_projector(self.key_backbone(normalize(x2)))  # B x dim
         loss, logits = moco_loss(q, k, self.queue.keys.clone(), self.temperature)
         self.queue.enqueue(k)
+        return loss, logits
+
+    def forward(self, batch: dict):
+        x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
+        loss, logits = self.contrast(self.backbone(normalize(x1)), x2)
         return loss, {"loss": loss.item(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
