@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {synth,probe,pretrain,evaluate,bench} ...``.
+"""Command line: ``python -m course_lib {synth,prepare,probe,pretrain,evaluate,bench} ...``.
 
 Results go to stdout as JSON; a user mistake (bad path, bad video, bad setting) is one
 line on stderr starting with ``error:`` and a non-zero exit status.
@@ -70,6 +70,26 @@ def _bench(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    from .data.prepare import EncodeSettings, prepare
+
+    if args.short_side < 16 or args.keyframe_interval < 1:
+        raise ValueError(f"--short-side must be >= 16 and --keyframe-interval >= 1 "
+                         f"(got {args.short_side}, {args.keyframe_interval}).")
+    settings = EncodeSettings(short_side=args.short_side, keyframe_interval=args.keyframe_interval, crf=args.crf)
+    summary = prepare(args.layout, args.src, args.out, settings=settings, workers=args.workers, splits=args.splits,
+                      fold=args.fold, test_fraction=args.test_fraction, seed=args.seed,
+                      progress=not args.no_progress)
+    if summary["failed"]:
+        print(f"warning: {summary['failed']} video(s) could not be prepared; see {args.out}/prepare_errors.jsonl",
+              file=sys.stderr)
+    if summary["missing"]:
+        print(f"warning: {summary['missing']} video(s) listed by the split files were not found under {args.src}",
+              file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
 def _pretrain(args) -> int:
     from .experiment import RunConfig, pretrain
 
@@ -118,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes (default: all cores, at most 8)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("prepare", help="re-encode a video dataset (short side, dense keyframes) and write its manifest")
+    p.add_argument("layout", choices=["folder", "ucf101", "hmdb51", "kinetics"],
+                   help="folder: <class>/<video> with a stratified split; the others use their official splits")
+    p.add_argument("--src", required=True, help="the dataset's video folder")
+    p.add_argument("--out", required=True, help="output folder (videos, manifest.jsonl, prepare.json)")
+    p.add_argument("--splits", help="split files (default: SRC/ucfTrainTestlist, SRC/testTrainMulti_7030_splits, "
+                                    "SRC/annotations with train.csv/validate.csv/test.csv)")
+    p.add_argument("--fold", type=int, default=1, help="ucf101, hmdb51: which official split (1-3)")
+    p.add_argument("--test-fraction", dest="test_fraction", type=float, default=0.2, help="folder: test share")
+    p.add_argument("--seed", type=int, default=0, help="folder: seed of the stratified split")
+    p.add_argument("--short-side", dest="short_side", type=int, default=128)
+    p.add_argument("--keyframe-interval", dest="keyframe_interval", type=int, default=16)
+    p.add_argument("--crf", type=int, default=23, help="x264 quality (lower is better, larger files)")
+    p.add_argument("--workers", type=int, help="processes (default: all cores, at most 8)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_prepare)
 
     from .experiment import PROTOCOLS
     from .methods import METHODS
