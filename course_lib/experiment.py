@@ -52,6 +52,9 @@ class RunConfig:
     steps_per_epoch: int | None = None
     seed: int = 0
     device: str | None = None
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = False  # channels_last_3d memory format
+    compile: bool = False  # torch.compile the backbone
     options: dict = field(default_factory=dict)  # method settings, e.g. {intra: shuffle} for IIC
 
     @classmethod
@@ -71,7 +74,8 @@ class RunConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
                            weight_decay=self.weight_decay, schedule=self.schedule, warmup_epochs=self.warmup_epochs,
-                           num_workers=self.num_workers, steps_per_epoch=self.steps_per_epoch, seed=self.seed)
+                           num_workers=self.num_workers, steps_per_epoch=self.steps_per_epoch, seed=self.seed,
+                           amp=self.amp, channels_last=self.channels_last, compile=self.compile)
 
     def with_overrides(self, yaml_path: str | None = None, pairs: list[str] = ()) -> "RunConfig":
         """Apply a YAML file, then ``key=value`` strings (values parsed as YAML scalars)."""

@@ -14,6 +14,10 @@
   per-segment embeddings of clips.
 - ``alignment``, ``uniformity``: Wang & Isola (ICML 2020), two numbers that describe an
   embedding.
+
+Under ``torchrun`` the batch losses contrast against every process's embeddings
+(``distributed.all_gather``, with gradients) and queues and banks take every process's
+keys, so N processes with B clips each compute what one process computes with N * B.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import all_gather, gather_no_grad, local_rows
+
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symmetric: bool = True) -> torch.Tensor:
     """q, k: N x D (normalised here). Logits q k^T / t; the positive of q_i is k_i.
@@ -30,10 +36,11 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symm
     ``symmetric`` averages the loss of q against k and of k against q.
     """
     q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-    logits = q @ k.T / temperature  # N x N
-    target = torch.arange(len(q), device=q.device)
-    loss = F.cross_entropy(logits, target)
-    return (loss + F.cross_entropy(logits.T, target)) / 2 if symmetric else loss
+    target = local_rows(len(q), q.device)  # the positives' columns among every process's rows
+    loss = F.cross_entropy(q @ all_gather(k).T / temperature, target)  # N x N (one process)
+    if not symmetric:
+        return loss
+    return (loss + F.cross_entropy(k @ all_gather(q).T / temperature, target)) / 2
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -41,11 +48,14 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
 
     z1, z2: N x D (normalised here). Symmetric by construction.
     """
-    z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N x D
-    n = len(z1)
-    sim = z @ z.T / temperature  # 2N x 2N
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))  # never yourself
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)  # view i <-> view i + N
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    keys = torch.cat([all_gather(z1), all_gather(z2)])  # 2M x D, M = N on one process
+    m = len(keys) // 2
+    rows = local_rows(len(z1), z1.device)  # where this process's views sit among the M
+    own = torch.cat([rows, rows + m])  # the column of each query itself
+    sim = torch.cat([z1, z2]) @ keys.T / temperature  # 2N x 2M
+    sim = sim.masked_fill(F.one_hot(own, 2 * m).bool(), float("-inf"))  # never yourself
+    target = torch.cat([rows + m, rows])  # view i <-> view i + M
     return F.cross_entropy(sim, target)
 
 
@@ -67,9 +77,9 @@ class MoCoQueue(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor) -> None:
-        """Write the N keys k (N x D) after the last ones, wrapping around."""
+        """Write the N keys k (N x D) after the last ones, wrapping around (every process's keys, in rank order)."""
         size = len(self.keys)
-        k = k[-size:]  # more keys than room: keep the newest
+        k = gather_no_grad(k)[-size:]  # more keys than room: keep the newest
         pos = (self.ptr + torch.arange(len(k), device=k.device)) % size
         self.keys[pos] = F.normalize(k.detach().to(self.keys.dtype), dim=1)
         self.ptr.copy_((self.ptr + len(k)) % size)
@@ -117,7 +127,8 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, features: torch.Tensor) -> None:
-        """Move the entries of the videos ``index`` (N) towards ``features`` (N x D)."""
+        """Move the entries of the videos ``index`` (N) towards ``features`` (N x D); every process's, in rank order."""
+        index, features = gather_no_grad(index), gather_no_grad(features.detach())
         new = self.memory[index] * self.momentum + features.detach().to(self.memory.dtype) * (1 - self.momentum)
         self.memory.index_copy_(0, index, F.normalize(new, dim=1))
 
@@ -155,9 +166,10 @@ def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0
 
     e1, e2: B x S x D normalised segment embeddings of two clips per video; symmetric.
     """
-    logits = coherent_similarity(e1, e2) / temperature  # B x B, positives on the diagonal
-    target = torch.arange(len(e1), device=e1.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    target = local_rows(len(e1), e1.device)  # positives: the same video among every process's clips
+    a = F.cross_entropy(coherent_similarity(e1, all_gather(e2)) / temperature, target)  # B x B on one process
+    b = F.cross_entropy(coherent_similarity(e2, all_gather(e1)) / temperature, target)
+    return (a + b) / 2
 
 
 # ----------------------------------------------------------------------------- diagnostics

@@ -10,6 +10,10 @@ Resuming is exact: an epoch's clips depend only on ``(seed, epoch, index)``, its
 order on a generator seeded with ``(seed, epoch)``, and the checkpoint holds the model,
 optimiser, scheduler and torch RNG state. On the CPU a resumed run ends bit-for-bit
 equal to an uninterrupted one (``tests/test_train.py``).
+
+The same function runs every process of a ``torchrun`` launch (see ``train``'s docstring
+and ``course_lib.distributed``); switches: ``amp`` (bf16 autocast on CUDA),
+``channels_last`` (channels_last_3d memory format), ``compile`` (``torch.compile``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed
 from .runtime import get_device, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,6 +51,8 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = False  # channels_last_3d weights and inputs
+    compile: bool = False  # torch.compile the backbone
     steps_per_epoch: int | None = None  # cap, for quick runs
     grad_clip: float | None = None
 
@@ -101,6 +108,52 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+class EpochBatches(torch.utils.data.Sampler):
+    """The batches of every epoch from ``start`` to ``epochs``, for one process of ``world``.
+
+    Epoch e shuffles the dataset with a generator seeded by ``(seed, e)`` and cuts it into
+    global batches of ``batch * world`` videos; this process takes its ``batch`` of each, so
+    ``world`` processes together see exactly the batches one process with ``batch * world``
+    sees. Items are ``(epoch, index)`` keys when ``keyed`` (a ``ClipDataset`` then draws that
+    epoch's clips), so one DataLoader, and its worker processes, serve the whole run.
+    """
+
+    def __init__(self, n: int, batch: int, steps: int, seed: int, start: int, epochs: int, *, rank: int = 0,
+                 world: int = 1, keyed: bool = True):
+        self.n, self.batch, self.steps, self.seed = n, batch, steps, seed
+        self.start, self.epochs, self.rank, self.world, self.keyed = start, epochs, rank, world, keyed
+
+    def __len__(self) -> int:
+        return (self.epochs - self.start) * self.steps
+
+    def __iter__(self):
+        for epoch in range(self.start, self.epochs):
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            for step in range(self.steps):
+                first = (step * self.world + self.rank) * self.batch
+                idx = order[first: first + self.batch].tolist()
+                yield [(epoch, i) for i in idx] if self.keyed else idx
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _same_run(saved: dict, cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's config matches: the settings that change no number (workers, memory format,
+    compilation) may differ."""
+    free = ("num_workers", "channels_last", "compile")
+    now = asdict(cfg)
+    return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
 def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.PathLike, *, device=None,
           resume: bool = True, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Train ``method`` on ``dataset`` for ``cfg.epochs``; write checkpoint, metrics and summary under ``out``.
@@ -108,12 +161,36 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     With ``resume=True`` a checkpoint in ``out`` is continued from. ``stop_after_epochs``
     ends the call early (as an interruption would), leaving a resumable checkpoint.
     Returns the summary dict (also written to ``summary.json``).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process runs this with the same
+    arguments: ``cfg.batch_size`` is the global batch, split evenly; BatchNorm becomes
+    global (``distributed.sync_batchnorm``); the model is wrapped in
+    ``DistributedDataParallel``; each process seeds its own augmentations
+    (``seed + 100003 * rank``); process 0 alone writes metrics and checkpoints, which
+    hold every process's random state so that a resumed run continues each one.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
-    seed_everything(cfg.seed)
+    ctx = distributed.init(device.type)
+    if device.type == "cuda" and ctx.world_size > 1:
+        device = torch.device("cuda", ctx.local_rank)
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                         f"{ctx.world_size} processes.")
+    local_batch = cfg.batch_size // ctx.world_size
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed + 100_003 * ctx.rank)
     method.to(device)
+    if cfg.channels_last:  # 5-D weights and backbone inputs as N, T, H, W, C (faster convolutions on GPUs)
+        method.to(memory_format=torch.channels_last_3d)
+        if hasattr(method, "backbone"):
+            method.backbone.register_forward_pre_hook(
+                lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
+    if ctx.world_size > 1:
+        method = distributed.sync_batchnorm(method, device.type)
+    if cfg.compile and hasattr(method, "backbone"):
+        method.backbone.compile()  # in place: state-dict keys unchanged
     optimizer = build_optimizer([p for p in method.parameters() if p.requires_grad], cfg)
     steps = len(dataset) // cfg.batch_size
     if steps == 0:
@@ -124,40 +201,51 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
-        if state["config"] != asdict(cfg):
+        if not _same_run(state["config"], cfg):
             raise ValueError(f"{ckpt_path}: was written with another training config; use a new --out or resume=False.")
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        rng = state["rng"] if isinstance(state["rng"], list) else [{"cpu": state["rng"]}]
+        if len(rng) == ctx.world_size:  # the same number of processes: each continues its own stream
+            torch.set_rng_state(rng[ctx.rank]["cpu"].cpu())
+            if "cuda" in rng[ctx.rank] and device.type == "cuda":
+                torch.cuda.set_rng_state(rng[ctx.rank]["cuda"].cpu(), device)
         start_epoch, history = state["epoch"], state["history"]
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() and ctx.is_main:
         ckpt_path.unlink()
         (out / METRICS).unlink(missing_ok=True)
+    distributed.barrier()  # nobody starts before process 0 has cleared an old run
+    model = method
+    if ctx.world_size > 1:
+        model = distributed.wrap_ddp(method, device)
     use_amp = cfg.amp and device.type == "cuda"
+    keyed = hasattr(dataset, "set_epoch")
+    batches = EpochBatches(len(dataset), local_batch, steps, cfg.seed, start_epoch, cfg.epochs, rank=ctx.rank,
+                           world=ctx.world_size, keyed=keyed)
+    if stop_after_epochs is not None:
+        batches.epochs = min(cfg.epochs, start_epoch + stop_after_epochs)
+    # its own generator (worker seeds): creating the iterator must not draw from the global RNG,
+    # or a resumed run's augmentations would differ from an uninterrupted run's
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed * 100_003 + ctx.rank + start_epoch))
+    batch_iter = iter(loader)  # one iterator, so the workers live for the whole run
     t_start = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epoch >= start_epoch + stop_after_epochs:
-            break
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        order = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=order, drop_last=True,
-                            num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False)
+    for epoch in range(start_epoch, batches.epochs):
         method.train()
         sums: dict[str, float] = {}
         wait = compute = 0.0
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
-        for step, batch in enumerate(loader):
-            if step == steps:
-                break
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
+                   leave=False)
+        for step in range(steps):
+            batch = next(batch_iter)
             t1 = time.perf_counter()
             wait += t1 - t0
             batch = _to_device(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss, logs = method(batch)
+                loss, logs = model(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                                          f"lower the learning rate (lr={cfg.lr}).")
@@ -174,21 +262,27 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
             bar.update(1)
             bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}")
         bar.close()
-        n = step + 1 if step < steps else steps
-        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()},
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(wait + compute, 3),
-                  "data_wait_fraction": round(wait / max(wait + compute, 1e-9), 4),
-                  "clips_per_s": round(n * cfg.batch_size / max(wait + compute, 1e-9), 2)}
+        means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
+        timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
+        seconds = timing["wait"] + timing["compute"]
+        record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                  "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
+                  "clips_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2)}
         history.append(record)
-        with open(out / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_atomic({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                     "history": history, "config": asdict(cfg)}, ckpt_path)
+        rng = distributed.gather_objects(_rng_state(device))
+        if ctx.is_main:
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            save_atomic({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1,
+                         "history": history, "config": asdict(cfg), "world_size": ctx.world_size}, ckpt_path)
+        distributed.barrier()
+    del batch_iter
     summary = {"epochs_done": len(history), "epochs": cfg.epochs, "final": history[-1] if history else None,
                "seconds_this_call": round(time.perf_counter() - t_start, 2), "device": str(device),
-               "config": asdict(cfg), "checkpoint": str(ckpt_path)}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+               "processes": ctx.world_size, "config": asdict(cfg), "checkpoint": str(ckpt_path)}
+    if ctx.is_main:
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -197,7 +291,7 @@ def load_or_train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str |
     ckpt = Path(out) / CHECKPOINT
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if state["config"] == asdict(cfg) and state["epoch"] == cfg.epochs:
+        if _same_run(state["config"], cfg) and state["epoch"] == cfg.epochs:
             method.load_state_dict(state["method"])
             return json.loads((Path(out) / SUMMARY).read_text())
     return train(method, dataset, cfg, out, **kwargs)

@@ -9,7 +9,7 @@ import pytest
 
 from course_lib.cli import main
 from course_lib.data import Manifest, read_folder
-from course_lib.data.prepare import EncodeSettings, even_size, prepare
+from course_lib.data.prepare import even_size, prepare
 from course_lib.video import decode_frames, frame_timestamps, probe, write_video
 from indexed import indexed_frames, read_index
 

@@ -12,7 +12,8 @@ until they reach the training device, where augmentation turns them into floats.
 
 Randomness is drawn from ``numpy.random.default_rng([seed, epoch, index])``, so the
 clips of an epoch do not depend on the number of DataLoader workers or their order;
-call ``set_epoch`` at the start of every epoch.
+call ``set_epoch`` at the start of every epoch, or index with ``(epoch, index)`` keys:
+the training loop does, so its workers persist across epochs.
 
 Bad videos: with ``strict=False`` (the default) a video that cannot be decoded is
 skipped: the item is taken from the next good video instead, a warning counts the
@@ -73,12 +74,12 @@ class ClipDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def clip_indices(self, index: int) -> np.ndarray:
-        """The (S, T) frame indices the sampler picks for video ``index`` this epoch."""
+    def clip_indices(self, index: int, epoch: int | None = None) -> np.ndarray:
+        """The (S, T) frame indices the sampler picks for video ``index`` in ``epoch`` (default: this epoch)."""
         entry = self.manifest[index]
         if not entry.num_frames:
             raise VideoError(f"{self.manifest.path(entry)}: the manifest has no frame count; run probe_manifest first.")
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         try:
             return self.sampler(entry.num_frames, rng)
         except ShortVideoError as e:
@@ -98,13 +99,15 @@ class ClipDataset(Dataset):
                              threads=self.decode_threads)  # S x T x H x W x C
         return rearrange(torch.from_numpy(clips), "s t h w c -> s c t h w")
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """Item ``index`` of this epoch, or ``(epoch, index)``."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         for attempt in range(self.max_skips + 1):
             i = (index + attempt) % len(self)
             if i in self.bad:
                 continue
             try:
-                frames = self.clip_indices(i)
+                frames = self.clip_indices(i, epoch)
                 clips = self.load(i, frames)
             except VideoError as e:
                 if self.strict:
