@@ -93,7 +93,11 @@ def _prepare(args) -> int:
 def _pretrain(args) -> int:
     from .experiment import RunConfig, pretrain
 
-    cfg = RunConfig.default(method=args.method).with_overrides(args.config, args.settings)
+    cfg = RunConfig.default(method=args.method or "supervised").with_overrides(args.config, args.settings)
+    if args.method and cfg.method != args.method:
+        raise ValueError(f"--method {args.method} contradicts method: {cfg.method} of the config {args.config}.")
+    if not args.method and not args.config:
+        raise ValueError("give --method NAME (or a --config that sets method).")
     if args.epochs is not None:
         cfg.epochs = args.epochs
     if args.base:
@@ -156,14 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_prepare)
 
-    from .experiment import PROTOCOLS
+    from .experiment import PROTOCOLS, list_configs
     from .methods import METHODS
 
     p = sub.add_parser("pretrain", help="train a method on a dataset (default: the built-in one)")
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", choices=METHODS, help="the method (may come from --config instead)")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, summary.json, run.json")
-    p.add_argument("--config", help="YAML file of settings (see course_lib.experiment.RunConfig)")
+    p.add_argument("--config", help="YAML file of settings, or a shipped paper config by name: "
+                                    + ", ".join(list_configs()))
     p.add_argument("--epochs", type=int)
     p.add_argument("--base", choices=["simclr", "moco"], help="dualvar: the clip contrast it builds on")
     p.add_argument("--no-progress", action="store_true")

@@ -45,8 +45,11 @@ class RunConfig:
     batch_size: int = 16
     lr: float = 1e-3
     optimizer: str = "adamw"  # robust at small scale; the paper configs (notebook 09) use SGD
+    momentum: float = 0.9  # SGD
     weight_decay: float = 0.05
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # or "multistep" (milestones, gamma) or "constant"
+    milestones: list = field(default_factory=list)
+    gamma: float = 0.1
     warmup_epochs: float = 1.0
     num_workers: int = 2
     steps_per_epoch: int | None = None
@@ -73,17 +76,17 @@ class RunConfig:
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-                           weight_decay=self.weight_decay, schedule=self.schedule, warmup_epochs=self.warmup_epochs,
+                           momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
+                           milestones=list(self.milestones), gamma=self.gamma, warmup_epochs=self.warmup_epochs,
                            num_workers=self.num_workers, steps_per_epoch=self.steps_per_epoch, seed=self.seed,
                            amp=self.amp, channels_last=self.channels_last, compile=self.compile)
 
     def with_overrides(self, yaml_path: str | None = None, pairs: list[str] = ()) -> "RunConfig":
-        """Apply a YAML file, then ``key=value`` strings (values parsed as YAML scalars)."""
+        """Apply a YAML file (a path, or the name of a paper config, see ``list_configs``), then
+        ``key=value`` strings (values parsed as YAML scalars)."""
         changes = {}
         if yaml_path:
-            p = Path(yaml_path)
-            if not p.exists():
-                raise ValueError(f"{p}: config file not found.")
+            p = config_path(yaml_path)
             loaded = yaml.safe_load(p.read_text()) or {}
             if not isinstance(loaded, dict):
                 raise ValueError(f"{p}: a config file must be a mapping of settings.")
@@ -105,6 +108,24 @@ class RunConfig:
         if not isinstance(changes.get("options", {}), dict):
             raise ValueError("setting 'options' must be a mapping, e.g. options={intra: shuffle}.")
         return replace(self, **changes)
+
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def list_configs() -> list[str]:
+    """The paper configs shipped with course_lib (``course_lib/configs/*.yaml``), by name."""
+    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+
+
+def config_path(name_or_path: str | os.PathLike) -> Path:
+    """A YAML file path, or the name of a shipped config (``iic_r3d_ucf101``), as a path."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    if p.suffix == "" and (CONFIGS / f"{p.name}.yaml").exists():
+        return CONFIGS / f"{p.name}.yaml"
+    raise ValueError(f"{p}: config file not found (shipped configs: {', '.join(list_configs())}).")
 
 
 def course_config(quick: bool | None = None, **changes) -> RunConfig:
