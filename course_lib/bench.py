@@ -137,7 +137,93 @@ def augment_benchmark(*, batch: int = 32, clip_len: int = 16, size: int = 112, f
 
 def format_table(results: dict) -> str:
     """A plain-text table of benchmark rows (what, data, clips/s, ratio)."""
-    lines = [f"{'what':32s} {'data':16s} {'clips/s':>9s} {'ratio':>6s}"]
+    flops = any("achieved_tflops" in r for r in results["rows"])
+    head = f"{'what':32s} {'data':16s} {'clips/s':>9s} {'ratio':>6s}"
+    lines = [head + (f" {'TFLOP/s':>8s} {'of peak':>8s}" if flops else "")]
     for r in results["rows"]:
-        lines.append(f"{r['what']:32s} {r['data']:16s} {r['clips_per_s']:9.1f} {r.get('ratio', ''):>6}")
+        line = f"{r['what']:32s} {r['data']:16s} {r['clips_per_s']:9.1f} {r.get('ratio', ''):>6}"
+        if flops:
+            frac = r.get("ceiling_fraction")
+            line += f" {r['achieved_tflops']:8.3f} {'' if frac is None else f'{frac:.1%}':>8s}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+# Dense bf16 tensor-core peaks from the vendors' datasheets (TFLOP/s, without sparsity), to express a
+# measured rate as a fraction of the ceiling. A GPU not listed gets no fraction.
+PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0,
+                    "RTX 4090": 165.0, "RTX 3090": 71.0, "V100": 125.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The bf16 peak of a CUDA device from ``PEAK_BF16_TFLOPS``, by name; None on the CPU or an unlisted GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def train_step_flops(method: torch.nn.Module, batch: dict) -> float:
+    """FLOPs of one training step (forward and backward) of ``method`` on ``batch``, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = method(batch)
+        loss.backward()
+    method.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: float = 1.0, clip_len: int = 16,
+                    size: int = 112, batch: int = 8, device: str = "cpu", steps: int = 3, amp: bool = False,
+                    channels_last: bool = False, compile: bool = False, seed: int = 0) -> dict:
+    """Videos/s and clips/s of full training steps (augmentation, forward, loss, backward, SGD) of a method.
+
+    The batch is uint8 clips already on ``device`` (two per video, frames ``crop_room(size)``
+    square), so the number is the model's, without data loading. FLOPs per step are
+    counted once by ``torch.utils.flop_counter`` (eager, fp32); ``achieved_tflops`` divides
+    them by the measured step time and ``ceiling_fraction`` by the GPU's bf16 peak.
+    """
+    from .experiment import crop_room
+    from .methods import build_method, sampler_for
+    from .models import create_model
+
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    m = build_method(method, create_model(model, width=width), num_classes=8, num_videos=max(64, batch),
+                     size=size).to(dev)
+    clips_per_video = sampler_for(method, clip_len=clip_len)(10 * clip_len, np.random.default_rng(0)).shape[0]
+    frame = crop_room(size)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    data = {"clips": torch.randint(0, 256, (batch, clips_per_video, 3, clip_len, frame, frame), generator=g,
+                                   dtype=torch.uint8, device=dev),
+            "index": torch.arange(batch, device=dev), "label": torch.zeros(batch, dtype=torch.long, device=dev),
+            "frames": torch.arange(clip_len, device=dev).repeat(batch, clips_per_video, 1)}
+    flops = train_step_flops(m, data)
+    if channels_last:
+        m.to(memory_format=torch.channels_last_3d)
+        m.backbone.register_forward_pre_hook(
+            lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
+    if compile:
+        m.backbone.compile()
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    use_amp = amp and dev.type == "cuda"
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss, _ = m(data)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()  # a second warm-up (compilation, cuDNN autotuning) beyond _timed's own
+    seconds = _timed(step, dev, steps)
+    achieved = flops / seconds / 1e12
+    peak = peak_tflops(dev)
+    return {"model": model, "width": width, "method": method, "clip_len": clip_len, "size": size, "batch": batch,
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "amp": use_amp, "channels_last": channels_last, "compile": compile,
+            "step_s": round(seconds, 4), "videos_per_s": round(batch / seconds, 2),
+            "clips_per_s": round(batch * clips_per_video / seconds, 2),
+            "gflops_per_step": round(flops / 1e9, 2), "achieved_tflops": round(achieved, 4),
+            "peak_tflops": peak, "ceiling_fraction": round(achieved / peak, 4) if peak else None}

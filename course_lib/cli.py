@@ -45,14 +45,42 @@ def _probe(args) -> int:
     return 1 if failed else 0
 
 
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _bench(args) -> int:
     import os
     import platform
     from pathlib import Path
 
-    from .bench import augment_benchmark, decode_benchmark, format_table
+    from .bench import augment_benchmark, decode_benchmark, format_table, train_benchmark
     from .experiment import load_manifest
 
+    if args.what == "train":
+        device = args.device or ("cuda" if torch_cuda() else "cpu")
+        settings = [dict(amp=False)]
+        if device.startswith("cuda"):  # fp32, bf16, + channels_last_3d, + torch.compile
+            settings += [dict(amp=True), dict(amp=True, channels_last=True),
+                         dict(amp=True, channels_last=True, compile=True)]
+        rows = []
+        for model in args.models.split(","):
+            for extra in settings:
+                r = train_benchmark(model=model, method=args.method, clip_len=args.clip_len, size=args.size,
+                                    batch=args.batch, device=device, steps=args.repeats, **extra)
+                label = "fp32" if not r["amp"] else "bf16" + (" +cl3d" if r["channels_last"] else "") + (
+                    " +compile" if r["compile"] else "")
+                rows.append({**r, "what": f"{model} {label}", "data": r["device"][:16]})
+        results = {"what": "train", "method": args.method, "rows": rows,
+                   "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version()}}
+        print(format_table(results), file=sys.stderr)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results))
+        return 0
     if args.what == "augment":
         results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=args.device or "cpu",
                                     repeats=args.repeats)
@@ -186,11 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("settings", nargs="*", help="key=value overrides")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment)")
-    p.add_argument("what", choices=["decode", "augment"])
-    p.add_argument("--device", help="augment: cpu or cuda (default cpu)")
-    p.add_argument("--batch", type=int, default=32, help="augment: clips per batch")
-    p.add_argument("--repeats", type=int, default=3, help="augment: timed batches per side")
+    p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment, train)")
+    p.add_argument("what", choices=["decode", "augment", "train"])
+    p.add_argument("--device", help="augment, train: cpu or cuda (augment: default cpu; train: cuda if present)")
+    p.add_argument("--batch", type=int, default=32, help="augment: clips per batch; train: videos per step")
+    p.add_argument("--repeats", type=int, default=3, help="augment: timed batches per side; train: timed steps")
+    p.add_argument("--models", default="r3d_18", help="train: comma-separated backbones")
+    p.add_argument("--method", default="simclr", help="train: the self-supervised method of the step")
+    p.add_argument("--size", type=int, default=112, help="train: crop size")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--clip-len", type=int, default=16)
     p.add_argument("--short-side", type=int, default=128)

@@ -132,12 +132,30 @@ def course_config(quick: bool | None = None, **changes) -> RunConfig:
     """The shared setting of notebooks 03-08, so that every method's numbers compare.
 
     A small backbone (``r3d_vcop`` at width 0.25), AdamW, batch 8, clips with frame stride 2:
-    8 frames at 48 px for 15 epochs in quick mode, 16 frames at 64 px for 30 epochs otherwise.
+    8 frames at 48 px for 8 epochs in quick mode, 16 frames at 64 px for 30 epochs otherwise.
+    Every run of notebooks 03-07 uses this budget, so notebook 08 compares their cached runs.
     """
     quick = quick_mode() if quick is None else quick
-    base = RunConfig.default(quick=True, epochs=15 if quick else 30, size=48 if quick else 64,
+    base = RunConfig.default(quick=True, epochs=8 if quick else 30, size=48 if quick else 64,
                              clip_len=8 if quick else 16, stride=2, warmup_epochs=1, num_workers=2)
     return replace(base, **changes)
+
+
+def comparison_runs(base: RunConfig) -> dict[str, tuple[str, RunConfig]]:
+    """Every method of notebooks 03-07 at the shared budget ``base``: {name: (run folder under the
+    runs cache, config)}. Each is the run its notebook trains, so notebook 08 loads the cached one."""
+    return {
+        "rotation": ("03/rotation", replace(base, method="rotation")),
+        "vcop": ("03/vcop", replace(base, method="vcop", stride=1)),  # three clips and two gaps must fit
+        "speed": ("03/speed", replace(base, method="speed")),
+        "simclr": ("04/simclr", replace(base, method="simclr", options={"temperature": 0.1})),
+        "moco": ("04/moco", replace(base, method="moco", options={"temperature": 0.1, "momentum": 0.99})),
+        "iic": ("05/residual_and_repeat", replace(base, method="iic", options={"view2": "residual", "intra": "repeat"})),
+        "cvrl": ("06/consistent_decreasing", replace(base, method="cvrl", options={"hidden": 512})),
+        "dualvar": ("07/simclr_both", replace(base, method="dualvar",
+                                              options={"base": "simclr", "rank": True, "coherent": True})),
+        "supervised": ("03/supervised", replace(base, method="supervised")),
+    }
 
 
 def eval_set(cfg: RunConfig, manifest: Manifest, split: str) -> ClipDataset:

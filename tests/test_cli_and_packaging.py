@@ -134,3 +134,24 @@ def test_notebooks_are_committed_without_outputs():
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, nb_path.name
+
+
+def test_bench_train_counts_flops_and_measures_steps(capsys):
+    from course_lib.bench import train_benchmark
+    from course_lib.cli import main
+    from course_lib.models import complexity, create_model
+
+    r = train_benchmark(model="r3d_vcop", width=0.125, method="simclr", clip_len=4, size=32, batch=2, steps=1)
+    fwd = complexity(create_model("r3d_vcop", width=0.125), (1, 3, 4, 32, 32))["gflops"]
+    # a step is about 3 forward passes for each of the 2 clips of each video (plus the small head and loss)
+    assert 1.0 <= r["gflops_per_step"] / (3 * fwd * 2 * 2) < 1.5
+    assert r["clips_per_s"] == pytest.approx(2 * r["videos_per_s"], rel=0.01)
+    assert r["achieved_tflops"] == pytest.approx(r["gflops_per_step"] / r["step_s"] / 1000, rel=0.01)
+    assert r["ceiling_fraction"] is None and r["device"] == "cpu"  # no peak known for a CPU
+
+    assert main(["bench", "train", "--device", "cpu", "--models", "r3d_vcop", "--batch", "2", "--repeats", "1",
+                 "--clip-len", "4", "--size", "32"]) == 0
+    out = capsys.readouterr()
+    result = json.loads(out.out.strip().splitlines()[-1])
+    assert [row["what"] for row in result["rows"]] == ["r3d_vcop fp32"]  # CPU: one configuration
+    assert "TFLOP/s" in out.err
