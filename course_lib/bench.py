@@ -225,5 +225,5 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
             "threads": torch.get_num_threads(), "amp": use_amp, "channels_last": channels_last, "compile": compile,
             "step_s": round(seconds, 4), "videos_per_s": round(batch / seconds, 2),
             "clips_per_s": round(batch * clips_per_video / seconds, 2),
-            "gflops_per_step": round(flops / 1e9, 2), "achieved_tflops": round(achieved, 4),
+            "gflops_per_step": round(flops / 1e9, 4), "achieved_tflops": round(achieved, 4),
             "peak_tflops": peak, "ceiling_fraction": round(achieved / peak, 4) if peak else None}

@@ -143,8 +143,9 @@ def test_bench_train_counts_flops_and_measures_steps(capsys):
 
     r = train_benchmark(model="r3d_vcop", width=0.125, method="simclr", clip_len=4, size=32, batch=2, steps=1)
     fwd = complexity(create_model("r3d_vcop", width=0.125), (1, 3, 4, 32, 32))["gflops"]
-    # a step is about 3 forward passes for each of the 2 clips of each video (plus the small head and loss)
-    assert 1.0 <= r["gflops_per_step"] / (3 * fwd * 2 * 2) < 1.5
+    # a step is about 3 forward passes for each of the 2 clips of each video: the backward pass skips the
+    # input gradient of the first convolution, and the head and loss add a little
+    assert 0.8 <= r["gflops_per_step"] / (3 * fwd * 2 * 2) < 1.5
     assert r["clips_per_s"] == pytest.approx(2 * r["videos_per_s"], rel=0.01)
     assert r["achieved_tflops"] == pytest.approx(r["gflops_per_step"] / r["step_s"] / 1000, rel=0.01)
     assert r["ceiling_fraction"] is None and r["device"] == "cpu"  # no peak known for a CPU
