@@ -114,3 +114,26 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path, synth_quick):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_performance_switches_change_no_number_and_can_resume(tmp_path, synth_quick):
+    """channels_last_3d (and the worker count) are free: the same training, and a run may resume with them changed."""
+    def go(out, **switches):
+        torch.manual_seed(123)
+        method = build_method("rotation", tiny_backbone())
+        cfg = TrainConfig(epochs=2, batch_size=4, lr=0.05, num_workers=0, steps_per_epoch=2, seed=3, **switches)
+        train(method, dataset_for("rotation", synth_quick), cfg, out, progress=False)
+        return method.state_dict(), [json.loads(x)["loss"] for x in (out / METRICS).read_text().splitlines()]
+
+    (a, la), (b, lb) = go(tmp_path / "a"), go(tmp_path / "b", channels_last=True)
+    assert lb == pytest.approx(la, rel=1e-4)
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5) for k in a)
+    torch.manual_seed(123)
+    more = TrainConfig(epochs=3, batch_size=4, lr=0.05, num_workers=1, steps_per_epoch=2, seed=3, channels_last=True)
+    with pytest.raises(ValueError, match="another training config"):  # epochs do change the run
+        train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), more,
+              tmp_path / "a", progress=False)
+    same = TrainConfig(epochs=2, batch_size=4, lr=0.05, num_workers=1, steps_per_epoch=2, seed=3, channels_last=True)
+    summary = train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), same,
+                    tmp_path / "a", progress=False)
+    assert summary["epochs_done"] == 2  # finished run found, although workers and memory format differ
