@@ -69,23 +69,60 @@ def long_videos(folder, *, count: int = 8, seconds: float = 10.0, size: int = 12
     return Manifest(folder, list(CLASSES), entries)
 
 
+def jpeg_frames(manifest: Manifest, folder, *, short_side: int = 128, quality: int = 90) -> list[tuple[Path, int]]:
+    """Every video of ``manifest`` as a folder of JPEG frames (``image_00001.jpg``, ...), the layout the
+    public IIC and DualVar code train from; returns (folder, frame count) per video."""
+    from PIL import Image
+
+    from .video import decode_frames
+
+    out = []
+    for k, entry in enumerate(manifest):
+        d = Path(folder) / f"video_{k:05d}"
+        d.mkdir(parents=True, exist_ok=True)
+        frames = decode_frames(manifest.path(entry), np.arange(entry.num_frames), short_side=short_side)
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(d / f"image_{i + 1:05d}.jpg", quality=quality)
+        out.append((d, len(frames)))
+    return out
+
+
+def jpeg_clip_rate(videos: list[tuple[Path, int]], *, clip_len: int = 16, clips: int = 64, seed: int = 0) -> float:
+    """Clips per second reading ``clip_len`` consecutive JPEG frames with PIL, one process."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sampler = RandomClipSampler(clip_len=clip_len)
+    picks = rng.integers(0, len(videos), size=clips)
+    jobs = [(videos[i][0], sampler(videos[i][1], rng)[0]) for i in picks]
+    t0 = time.perf_counter()
+    for d, idx in jobs:
+        np.stack([np.asarray(Image.open(d / f"image_{i + 1:05d}.jpg").convert("RGB")) for i in idx])
+    return clips / (time.perf_counter() - t0)
+
+
 def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int = 128, clips: int = 128,
                      workers: tuple[int, ...] = (0, 1, 2), long_seconds: float = 10.0, seed: int = 0) -> dict:
-    """Clips/s: seek vs from-start on ``manifest`` and on long videos, and DataLoader workers."""
+    """Clips/s: seek vs from-start vs JPEG frames read with PIL, on ``manifest`` and on long videos;
+    and DataLoader workers. Ratios are against decoding from the start, measured in the same run."""
     results = {"clip_len": clip_len, "short_side": short_side, "clips": clips, "rows": []}
 
     def row(what, data, clips_per_s, **extra):
         results["rows"].append({"what": what, "data": data, "clips_per_s": round(clips_per_s, 1), **extra})
 
-    def seek_vs_start(data_name: str, m: Manifest) -> None:  # both sides measured in this run
+    def seek_vs_start(data_name: str, m: Manifest, tmp: str) -> None:  # every side measured in this run
         seek, start = (clip_decode_rate(m, clip_len=clip_len, short_side=short_side, clips=clips, seek=s, seed=seed)
                        for s in (True, False))
+        jpeg = jpeg_clip_rate(jpeg_frames(m, Path(tmp) / "jpeg", short_side=short_side), clip_len=clip_len,
+                              clips=clips, seed=seed)
         row("seek + decode (course_lib)", data_name, seek, ratio=round(seek / start, 2))
         row("decode from the start", data_name, start, ratio=1.0)
+        row("JPEG frames with PIL", data_name, jpeg, ratio=round(jpeg / start, 2))
 
-    seek_vs_start("built-in", manifest)
     with tempfile.TemporaryDirectory() as tmp:
-        seek_vs_start(f"{long_seconds:g} s videos", long_videos(tmp, seconds=long_seconds, size=short_side))
+        seek_vs_start("built-in", manifest, tmp)
+    with tempfile.TemporaryDirectory() as tmp:
+        seek_vs_start(f"{long_seconds:g} s videos", long_videos(tmp, seconds=long_seconds, size=short_side), tmp)
     ds = ClipDataset(manifest, RandomClipSampler(clip_len=clip_len), short_side=short_side, seed=seed)
     base = None
     for w in workers:

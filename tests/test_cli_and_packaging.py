@@ -49,10 +49,12 @@ def test_bench_decode_command(tmp_path, synth_quick):
     result = json.loads(out.read_text())
     assert json.loads(r.stdout) == result
     rows = {(row["what"], row["data"]): row for row in result["rows"]}
-    assert len(rows) == 7 and all(row["clips_per_s"] > 0 for row in rows.values())
+    assert len(rows) == 9 and all(row["clips_per_s"] > 0 for row in rows.values())
+    jpeg = rows[("JPEG frames with PIL", "10 s videos")]  # the public code's way, measured in the same run
     seek, start = rows[("seek + decode (course_lib)", "10 s videos")], rows[("decode from the start", "10 s videos")]
     # both sides come from the same run and the ratio is theirs (up to the rounding of each)
     assert seek["ratio"] == pytest.approx(seek["clips_per_s"] / start["clips_per_s"], abs=0.02)
+    assert jpeg["ratio"] == pytest.approx(jpeg["clips_per_s"] / start["clips_per_s"], abs=0.02)
     assert "clips/s" in r.stderr  # the table
 
 
