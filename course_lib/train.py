@@ -260,13 +260,14 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
             t0 = time.perf_counter()
             compute += t0 - t1
             bar.update(1)
-            bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}")
+            bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}", data_wait=f"{wait / (wait + compute):.0%}")
         bar.close()
         means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
         timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
         seconds = timing["wait"] + timing["compute"]
         record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
+                  "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
                   "clips_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2)}
         history.append(record)
         rng = distributed.gather_objects(_rng_state(device))

@@ -105,6 +105,10 @@ def test_checkpoints_are_atomic_and_weights_only(tmp_path, synth_quick):
     assert state["epoch"] == 3 and len(state["history"]) == 3
     record = state["history"][-1]
     assert 0 <= record["data_wait_fraction"] <= 1 and record["clips_per_s"] > 0
+    # the time spent waiting for data, per step, adds up to the fraction of the epoch's time
+    steps = len(dataset_for("rotation", synth_quick)) // cfg.batch_size
+    assert record["data_wait_ms_per_step"] * steps / 1000 == pytest.approx(record["data_wait_fraction"] * record["seconds"],
+                                                                         rel=0.05, abs=2e-3)
     again = build_method("rotation", tiny_backbone())
     load_or_train(again, None, cfg, tmp_path)  # finished run: loads, never touches the (absent) dataset
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in method.state_dict().items())
