@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import distributed
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
 from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_eval, linear_probe, retrieval
 from .methods import AUGMENTING, SAMPLER_OPTIONS, build_method, sampler_for
@@ -196,8 +197,16 @@ def backbone_from(cfg: RunConfig):
 
 
 def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progress: bool = True) -> dict:
-    """Train ``cfg.method`` on the train split; write checkpoint, metrics, summary and run.json under ``out``."""
-    manifest = load_manifest(data)
+    """Train ``cfg.method`` on the train split; write checkpoint, metrics, summary and run.json under ``out``.
+
+    Under torchrun, process 0 loads (or generates) the dataset first and alone writes the files.
+    """
+    ctx = distributed.init(get_device(cfg.device).type)
+    if ctx.is_main:
+        manifest = load_manifest(data)  # the built-in dataset is generated here on first use
+    distributed.barrier()
+    if not ctx.is_main:
+        manifest = load_manifest(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = dict(cfg.options)
@@ -209,10 +218,12 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
                           num_videos=len(train_set), size=cfg.size, **options)
-    (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
+    if ctx.is_main:
+        (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
     summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
     summary["run"] = asdict(cfg)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if ctx.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

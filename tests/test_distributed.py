@@ -100,3 +100,4 @@ def test_torchrun_command_line_matches_one_process(tmp_path, synth_quick):
     la, lb = (json.loads((tmp_path / d / METRICS).read_text())["loss"] for d in ("one", "two"))
     assert lb == pytest.approx(la, rel=1e-5)
     assert b["world_size"] == 2 and a["world_size"] == 1
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2  # written by process 0
