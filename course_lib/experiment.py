@@ -196,6 +196,24 @@ def backbone_from(cfg: RunConfig):
     return create_model(cfg.model, width=cfg.width)
 
 
+# what makes two runs different models (the training settings are checked by train itself)
+SETTING_KEYS = ("method", "model", "width", "clip_len", "stride", "size", "decode_size", "options", "data")
+
+
+def _check_same_setting(out: Path, run: dict) -> None:
+    """A run folder with a checkpoint is continued (or loaded) only for the same method, backbone, clips,
+    method options and data; otherwise the cached run would silently stand in for another one."""
+    saved_file = out / RUN_FILE
+    if not ((out / CHECKPOINT).exists() and saved_file.exists()):
+        return
+    saved = json.loads(saved_file.read_text())
+    now = json.loads(json.dumps(run))  # tuples as lists, as in the file
+    for key in SETTING_KEYS:
+        if key in saved and saved[key] != now[key]:
+            raise ValueError(f"{out}: holds a run with {key}={saved[key]!r}, not {now[key]!r}; "
+                             f"use a new --out (or delete the folder).")
+
+
 def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progress: bool = True) -> dict:
     """Train ``cfg.method`` on the train split; write checkpoint, metrics, summary and run.json under ``out``.
 
@@ -218,8 +236,10 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
                           num_videos=len(train_set), size=cfg.size, **options)
+    run = {**asdict(cfg), "data": str(manifest.root)}
+    _check_same_setting(out, run)
     if ctx.is_main:
-        (out / RUN_FILE).write_text(json.dumps({**asdict(cfg), "data": str(manifest.root)}, indent=2) + "\n")
+        (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
     summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
     summary["run"] = asdict(cfg)
     if ctx.is_main:

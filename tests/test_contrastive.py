@@ -173,3 +173,18 @@ def test_dualvar_rank_loss_uses_the_segment_order():
     assert shuffle_rank(e, e) < shuffle_rank(e, e.flip(1))
     with pytest.raises(ValueError, match="base 'byol'"):
         build_method("dualvar", tiny(), base="byol")
+
+
+def test_a_run_folder_is_not_reused_for_other_method_options(tmp_path, synth_quick):
+    from dataclasses import replace
+
+    from course_lib.experiment import RunConfig, pretrain
+
+    cfg = RunConfig.default(quick=True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+                            num_workers=0, batch_size=4, options={"intra": "repeat", "negatives": 8})
+    pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
+    again = pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)  # the same setting: loaded, not retrained
+    assert again["epochs_done"] == 1 and again["seconds_this_call"] < 5
+    with pytest.raises(ValueError, match="holds a run with options=.*'intra': 'repeat'"):
+        pretrain(replace(cfg, options={"intra": "shuffle", "negatives": 8}), str(synth_quick.root), tmp_path,
+                 progress=False)
