@@ -224,6 +224,7 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     from .experiment import crop_room
     from .methods import build_method, sampler_for
     from .models import create_model
+    from .train import use_channels_last
 
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -238,9 +239,7 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
             "frames": torch.arange(clip_len, device=dev).repeat(batch, clips_per_video, 1)}
     flops = train_step_flops(m, data)
     if channels_last:
-        m.to(memory_format=torch.channels_last_3d)
-        m.backbone.register_forward_pre_hook(
-            lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
+        use_channels_last(m)
     if compile:
         m.backbone.compile()
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)

@@ -45,22 +45,19 @@ def _probe(args) -> int:
     return 1 if failed else 0
 
 
-def torch_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _bench(args) -> int:
     import os
     import platform
     from pathlib import Path
 
+    import torch
+
     from .bench import augment_benchmark, decode_benchmark, format_table, train_benchmark
     from .experiment import load_manifest
 
+    machine = {"cpu_cores": os.cpu_count(), "python": platform.python_version()}
     if args.what == "train":
-        device = args.device or ("cuda" if torch_cuda() else "cpu")
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         settings = [dict(amp=False)]
         if device.startswith("cuda"):  # fp32, bf16, + channels_last_3d, + torch.compile
             settings += [dict(amp=True), dict(amp=True, channels_last=True),
@@ -73,23 +70,15 @@ def _bench(args) -> int:
                 label = "fp32" if not r["amp"] else "bf16" + (" +cl3d" if r["channels_last"] else "") + (
                     " +compile" if r["compile"] else "")
                 rows.append({**r, "what": f"{model} {label}", "data": r["device"][:16]})
-        results = {"what": "train", "method": args.method, "rows": rows,
-                   "machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version()}}
-        print(format_table(results), file=sys.stderr)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results))
-        return 0
-    if args.what == "augment":
+        results = {"what": "train", "method": args.method, "rows": rows}
+    elif args.what == "augment":
         results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=args.device or "cpu",
                                     repeats=args.repeats)
-        results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version()}
     else:
         manifest = load_manifest(args.data)
         results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
-        results["machine"] = {"cpu_cores": os.cpu_count(), "python": platform.python_version(),
-                              "data": str(manifest.root)}
+        machine["data"] = str(manifest.root)
+    results["machine"] = machine
     print(format_table(results), file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

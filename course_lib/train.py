@@ -135,8 +135,12 @@ class EpochBatches(torch.utils.data.Sampler):
                 yield [(epoch, i) for i in idx] if self.keyed else idx
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+def use_channels_last(method: torch.nn.Module) -> None:
+    """5-D weights, and the backbone's input, in channels_last_3d (N, T, H, W, C): faster convolutions on GPUs."""
+    method.to(memory_format=torch.channels_last_3d)
+    if hasattr(method, "backbone"):
+        method.backbone.register_forward_pre_hook(
+            lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
 
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
@@ -182,11 +186,8 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed + 100_003 * ctx.rank)
     method.to(device)
-    if cfg.channels_last:  # 5-D weights and backbone inputs as N, T, H, W, C (faster convolutions on GPUs)
-        method.to(memory_format=torch.channels_last_3d)
-        if hasattr(method, "backbone"):
-            method.backbone.register_forward_pre_hook(
-                lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
+    if cfg.channels_last:
+        use_channels_last(method)
     if ctx.world_size > 1:
         method = distributed.sync_batchnorm(method, device.type)
     if cfg.compile and hasattr(method, "backbone"):
@@ -221,10 +222,9 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         model = distributed.wrap_ddp(method, device)
     use_amp = cfg.amp and device.type == "cuda"
     keyed = hasattr(dataset, "set_epoch")
-    batches = EpochBatches(len(dataset), local_batch, steps, cfg.seed, start_epoch, cfg.epochs, rank=ctx.rank,
+    end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
+    batches = EpochBatches(len(dataset), local_batch, steps, cfg.seed, start_epoch, end_epoch, rank=ctx.rank,
                            world=ctx.world_size, keyed=keyed)
-    if stop_after_epochs is not None:
-        batches.epochs = min(cfg.epochs, start_epoch + stop_after_epochs)
     # its own generator (worker seeds): creating the iterator must not draw from the global RNG,
     # or a resumed run's augmentations would differ from an uninterrupted run's
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers,
@@ -232,7 +232,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + ctx.rank + start_epoch))
     batch_iter = iter(loader)  # one iterator, so the workers live for the whole run
     t_start = time.perf_counter()
-    for epoch in range(start_epoch, batches.epochs):
+    for epoch in range(start_epoch, end_epoch):
         method.train()
         sums: dict[str, float] = {}
         wait = compute = 0.0

@@ -12,6 +12,7 @@ from course_lib.augment import AugmentConfig, apply, sample_params
 from course_lib.bench import train_benchmark
 from course_lib.methods import build_method
 from course_lib.models import create_model
+from course_lib.train import use_channels_last
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 FIXED_VIEWS = {"crop": "center", "flip": 0.0, "jitter": 0.0, "grayscale": 0.0, "blur": 0.0}
@@ -65,9 +66,7 @@ def test_compiled_backbone_equals_eager():
 def test_channels_last_3d_gives_the_same_step():
     method, batch = simclr_and_batch()
     l0, g0 = loss_and_grads(method, batch)
-    method.to(memory_format=torch.channels_last_3d)
-    method.backbone.register_forward_pre_hook(
-        lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
+    use_channels_last(method)
     l1, g1 = loss_and_grads(method, batch)
     torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
     assert (g1 - g0).norm() <= 1e-3 * g0.norm()

@@ -168,9 +168,18 @@ def _missing(path: Path, where: str, policy: str, missing: list[str]) -> bool:
     return False
 
 
+class MissingVideosWarning(UserWarning):
+    """Listed videos that are not on disk were skipped; ``paths`` holds them (``prepare`` counts them)."""
+
+    def __init__(self, message: str, paths: list[str]):
+        super().__init__(message)
+        self.paths = paths
+
+
 def _warn_missing(missing: list[str], source: str) -> None:
     if missing:
-        warnings.warn(f"{source}: skipped {len(missing)} listed video(s) not found; first: {missing[0]}", stacklevel=3)
+        warnings.warn(MissingVideosWarning(
+            f"{source}: skipped {len(missing)} listed video(s) not found; first: {missing[0]}", missing), stacklevel=3)
 
 
 def read_folder(

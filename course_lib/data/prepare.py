@@ -33,7 +33,8 @@ from pathlib import Path
 import av
 
 from ..video import VideoError, _reason, probe
-from .manifest import Manifest, ManifestError, read_folder, read_hmdb51, read_kinetics, read_ucf101
+from .manifest import (Manifest, ManifestError, MissingVideosWarning, read_folder, read_hmdb51, read_kinetics,
+                       read_ucf101)
 
 LAYOUTS = ("folder", "ucf101", "hmdb51", "kinetics")
 ERRORS = "prepare_errors.jsonl"
@@ -129,43 +130,34 @@ def _job(args) -> dict:
 
 
 def source_manifest(layout: str, src: str | os.PathLike, *, splits: str | os.PathLike | None = None,
-                    fold: int = 1, test_fraction: float = 0.2, seed: int = 0) -> Manifest:
-    """The videos of ``src`` and their splits, read the way ``layout`` lays them out."""
+                    fold: int = 1, test_fraction: float = 0.2, seed: int = 0) -> tuple[Manifest, int]:
+    """The videos of ``src`` and their splits, read the way ``layout`` lays them out, and how many
+    videos the split files list that are missing."""
     src = Path(src)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}.")
     if not src.is_dir():
         raise ManifestError(f"{src}: source folder not found.")
     if layout == "folder":
-        return read_folder(src, test_fraction=test_fraction, seed=seed)
+        return read_folder(src, test_fraction=test_fraction, seed=seed), 0
     split_dir = Path(splits) if splits else src / DEFAULT_SPLITS[layout]
     if not split_dir.is_dir():
         raise ManifestError(f"{split_dir}: split folder not found; give it with --splits.")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # missing videos are counted by prepare instead
+    with warnings.catch_warnings(record=True) as caught:  # missing videos: counted here, not printed
+        warnings.simplefilter("always", MissingVideosWarning)
         if layout == "ucf101":
-            return read_ucf101(src, split_dir, fold=fold, missing="skip")
-        if layout == "hmdb51":
-            return read_hmdb51(src, split_dir, fold=fold, missing="skip")
-        csvs = {split: split_dir / name for split, name in KINETICS_CSVS.items() if (split_dir / name).exists()}
-        if not csvs:
-            raise ManifestError(f"{split_dir}: no Kinetics annotation CSV ({', '.join(KINETICS_CSVS.values())}).")
-        return read_kinetics(src, csvs, missing="skip")
-
-
-def listed_count(layout: str, src: Path, splits, fold: int) -> int | None:
-    """How many videos the split files list (None for a plain folder): to count the missing ones."""
-    if layout == "folder":
-        return None
-    split_dir = Path(splits) if splits else src / DEFAULT_SPLITS[layout]
-    if layout == "ucf101":
-        names = [f"trainlist{fold:02d}.txt", f"testlist{fold:02d}.txt"]
-        return sum(1 for n in names for line in open(split_dir / n) if line.strip())
-    if layout == "hmdb51":
-        return sum(1 for f in split_dir.glob(f"*_test_split{fold}.txt") for line in open(f)
-                   if line.split()[1:2] in (["1"], ["2"]))
-    return sum(max(0, sum(1 for _ in open(split_dir / n)) - 1) for n in KINETICS_CSVS.values()
-               if (split_dir / n).exists())
+            manifest = read_ucf101(src, split_dir, fold=fold, missing="skip")
+        elif layout == "hmdb51":
+            manifest = read_hmdb51(src, split_dir, fold=fold, missing="skip")
+        else:
+            csvs = {split: split_dir / name for split, name in KINETICS_CSVS.items() if (split_dir / name).exists()}
+            if not csvs:
+                raise ManifestError(f"{split_dir}: no Kinetics annotation CSV ({', '.join(KINETICS_CSVS.values())}).")
+            manifest = read_kinetics(src, csvs, missing="skip")
+    for w in caught:  # anything else is shown as usual
+        if not isinstance(w.message, MissingVideosWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return manifest, sum(len(w.message.paths) for w in caught if isinstance(w.message, MissingVideosWarning))
 
 
 def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, settings: EncodeSettings = EncodeSettings(),
@@ -181,7 +173,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise ValueError(f"{out}: --out must differ from --src (the videos would be overwritten).")
-    source = source_manifest(layout, src, splits=splits, fold=fold, test_fraction=test_fraction, seed=seed)
+    source, missing = source_manifest(layout, src, splits=splits, fold=fold, test_fraction=test_fraction, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = [(source.path(e), out / Path(e.path).with_suffix(".mp4"), settings) for e in source]
@@ -216,10 +208,9 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
     classes = [c for c in source.classes if any(e.label == c for e in entries)]
     manifest = Manifest(root=out, classes=classes, entries=entries)
     manifest.save(out / "manifest.jsonl")
-    listed = listed_count(layout, src, splits, fold)
     count = {s: sum(r["status"] == s for r in results) for s in ("encoded", "skipped", "failed")}
     summary = {"layout": layout, "src": str(src), "out": str(out), "videos": len(entries), **count,
-               "missing": (listed - len(source)) if listed is not None else 0,
+               "missing": missing,
                "classes": len(classes), "splits": {s: sum(e.split == s for e in entries) for s in
                                                     sorted({e.split for e in entries})},
                "settings": {"short_side": settings.short_side, "keyframe_interval": settings.keyframe_interval,
