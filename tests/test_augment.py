@@ -135,6 +135,38 @@ def test_a_generator_makes_views_reproducible():
     assert a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
 
 
+def test_the_block_size_does_not_change_the_views():
+    """The CPU works through the batch in cache-sized blocks; the parameters are drawn for the whole
+    batch first, so blocks of 1, 3 or all 8 clips give the same views."""
+    x = torch.randint(0, 256, (8, 3, 4, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    views = {block: A.augment(x, STRONG, torch.Generator().manual_seed(4), block=block) for block in (1, 3, 8)}
+    torch.testing.assert_close(views[1], views[8], atol=1e-6, rtol=0)
+    torch.testing.assert_close(views[3], views[8], atol=1e-6, rtol=0)
+    # the default picks whole batches of small clips and blocks of a few large ones
+    assert A.block_size(8, 3 * 4 * 24 * 24, torch.device("cpu")) == 8
+    assert A.block_size(32, 3 * 16 * 112 * 112, torch.device("cpu")) == 3
+    assert A.block_size(32, 3 * 16 * 112 * 112, torch.device("cuda")) == 32
+
+
+def test_hue_matches_torchvision_on_grays_ties_and_extremes():
+    x = torch.rand(4, 3, 2, 6, 6, generator=torch.Generator().manual_seed(3))
+    x[:, :, 0, 0] = torch.tensor([0.0, 1.0, 0.5, 0.25, 0.0, 1.0])  # grays: all channels equal
+    x[:, 1, 0, 1] = x[:, 0, 0, 1]  # r == g, the max or not
+    x[:, 2, 0, 2] = x[:, 1, 0, 2]  # g == b
+    x[:, :, 1, 0, :3] = torch.eye(3)  # pure red, green, blue
+    hues = torch.tensor([-0.5, -1 / 6, 1 / 3, 0.5])
+    expected = per_clip(x, lambda c, i: TF.adjust_hue(c, hues[i].item()))
+    torch.testing.assert_close(A.adjust_hue(x, hues), expected, atol=2e-6, rtol=0)
+
+
+def test_blur_kernels_have_no_subnormal_taps():
+    kern = A.gaussian_kernels(torch.tensor([0.1, 0.15, 2.0]), 11)
+    tiny = kern[(kern > 0)].min()
+    assert tiny >= 1e-20  # the far taps of a narrow kernel are exactly zero, not subnormal
+    torch.testing.assert_close(kern.sum(1), torch.ones(3))
+    assert (kern[:2, 5] > 0.9).all() and (kern[2] > 0.005).all()
+
+
 def test_torchvision_pipeline_is_consistent_per_clip():
     clip = static_clips(1)[0].transpose(0, 1)  # T x C x H x W
     torch.manual_seed(0)
