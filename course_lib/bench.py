@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .augment import AugmentConfig, augment, torchvision_pipeline
+from .augment import (JITTER_OPS, AugmentConfig, augment, block_size, gaussian_blur, grayscale, resized_crop,
+                      torchvision_pipeline)
+from .augment import sample_params as augment_params
 
 from .data.dataset import ClipDataset
 from .data.manifest import Manifest, VideoEntry
@@ -151,7 +153,8 @@ def augment_benchmark(*, batch: int = 32, clip_len: int = 16, size: int = 112, f
 
     Input: a uint8 batch B x 3 x T x H x W on ``device``, as a loader delivers it. Both sides
     produce float clips in [0, 1] of size x size. The default config is SimCLR's with blur on
-    half of the clips, so every operation runs.
+    half of the clips, so every operation runs. Rows "op: ..." give each op's own rate on
+    every clip, so the table shows where the batched path spends its time.
     """
     dev = torch.device(device)
     cfg = cfg or AugmentConfig(size=size, blur=0.5)
@@ -168,8 +171,28 @@ def augment_benchmark(*, batch: int = 32, clip_len: int = 16, size: int = 112, f
              "ratio": round(per_clip_s / batched_s, 2)},
             {"what": "per clip (torchvision v2)", "data": str(dev), "clips_per_s": round(batch / per_clip_s, 1),
              "ratio": 1.0}]
+    rows += _augment_op_rows(clips, cfg, augment_params(cfg, batch, *frames, g, dev), dev, repeats)
     return {"batch": batch, "clip_len": clip_len, "size": size, "input": list(frames), "device": str(dev),
             "threads": torch.get_num_threads(), "rows": rows}
+
+
+def _augment_op_rows(clips: torch.Tensor, cfg: AugmentConfig, p: dict, dev: torch.device, repeats: int) -> list:
+    """Where the batched augmentation spends its time: clips/s of each op alone on every clip of the
+    batch, block by block as ``augment`` goes (jitter runs on a fraction of the clips, blur on another)."""
+    n, c, t = clips.shape[:3]
+    block = block_size(n, c * t * cfg.size ** 2, dev)
+    parts = [slice(i, i + block) for i in range(0, n, block)]
+    crops = [resized_crop(clips[s], p["box"][s], cfg.size, p["flip"][s]) for s in parts]
+    ops = {"crop, resize, flip": lambda s, x: resized_crop(clips[s], p["box"][s], cfg.size, p["flip"][s]),
+           **{f"jitter: {op.__name__.removeprefix('adjust_')}": (lambda s, x, op=op, j=j: op(x, p["factors"][s, j]))
+              for j, op in enumerate(JITTER_OPS)},
+           "grayscale": lambda s, x: grayscale(x),
+           "gaussian blur": lambda s, x: gaussian_blur(x, p["sigma"][s], cfg.kernel)}
+    rows = []
+    for name, fn in ops.items():
+        seconds = _timed(lambda: [fn(s, x) for s, x in zip(parts, crops)], dev, repeats)
+        rows.append({"what": f"  op: {name}", "data": f"{dev} block {block}", "clips_per_s": round(n / seconds, 1)})
+    return rows
 
 
 def format_table(results: dict) -> str:

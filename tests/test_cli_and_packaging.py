@@ -158,3 +158,18 @@ def test_bench_train_counts_flops_and_measures_steps(capsys):
     result = json.loads(out.out.strip().splitlines()[-1])
     assert [row["what"] for row in result["rows"]] == ["r3d_vcop fp32"]  # CPU: one configuration
     assert "TFLOP/s" in out.err
+
+
+def test_bench_augment_compares_both_sides_and_breaks_down_the_ops():
+    from course_lib.bench import augment_benchmark, format_table
+
+    r = augment_benchmark(batch=4, clip_len=4, size=32, frames=(40, 48), repeats=1)
+    batched, per_clip, *ops = r["rows"]
+    assert batched["what"].startswith("batched") and per_clip["what"].startswith("per clip")
+    # the ratio is the per-clip time over the batched time, i.e. the ratio of the two rates
+    assert batched["ratio"] == pytest.approx(batched["clips_per_s"] / per_clip["clips_per_s"], rel=0.02, abs=0.01)
+    names = [o["what"].strip() for o in ops]
+    assert names == ["op: crop, resize, flip", "op: jitter: brightness", "op: jitter: contrast",
+                     "op: jitter: saturation", "op: jitter: hue", "op: grayscale", "op: gaussian blur"]
+    assert all(o["clips_per_s"] > 0 and o["data"] == "cpu block 4" for o in ops)
+    assert "op: jitter: hue" in format_table(r)
