@@ -60,10 +60,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
 
 
 def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
-    """Fraction of rows of z1 whose most similar row of z2 is their own positive (a training log)."""
+    """Fraction of rows of z1 whose most similar row of z2 is their own positive (a training log).
+
+    Under torchrun the candidates are every process's z2, so the mean over the processes
+    is the accuracy of one process holding the whole global batch.
+    """
     with torch.no_grad():
-        sim = F.normalize(z1, dim=1) @ F.normalize(z2, dim=1).T
-        return (sim.argmax(1) == torch.arange(len(z1), device=z1.device)).float().mean().item()
+        keys = gather_no_grad(F.normalize(z2, dim=1))
+        sim = F.normalize(z1, dim=1) @ keys.T
+        return (sim.argmax(1) == local_rows(len(z1), z1.device)).float().mean().item()
 
 
 # ----------------------------------------------------------------------------- MoCo

@@ -37,13 +37,13 @@ def one_step(name: str, rank: int, world: int) -> dict:
     if world > 1:
         method = distributed.sync_batchnorm(method, "cpu")
         model = distributed.wrap_ddp(method, torch.device("cpu"))
-    loss, _ = model(local)
+    loss, logs = model(local)
     loss.backward()
     loss = loss.detach()
     if world > 1:
         dist.all_reduce(loss)
         loss /= world
-    return {"loss": loss, "grads": {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None},
+    return {"loss": loss, "logs": distributed.mean_over_processes(logs), "grads": {n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None},
             "buffers": {n: b.clone() for n, b in method.named_buffers()}}
 
 

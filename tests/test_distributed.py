@@ -57,6 +57,11 @@ def test_two_processes_give_the_loss_and_gradients_of_one(tmp_path):
         for r in ranks:
             got = r[name]
             torch.testing.assert_close(got["loss"], single["loss"], rtol=1e-5, atol=1e-6, msg=name)
+            # the logs (accuracy, loss terms) are the global batch's too: each process ranks its rows
+            # against every process's keys, and the logs are averaged over the processes
+            assert got["logs"].keys() == single["logs"].keys()
+            for k, v in single["logs"].items():
+                assert got["logs"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), f"{name} {k}"
             assert got["grads"].keys() == single["grads"].keys()
             for k, g in single["grads"].items():  # DDP's averaged gradient is the whole batch's gradient
                 assert close(got["grads"][k], g), f"{name} {k}"
