@@ -276,8 +276,9 @@ def gaussian_kernels(sigma: torch.Tensor, k: int) -> torch.Tensor:
     """N x k normalised 1D Gaussian kernels, as torchvision's gaussian_blur.
 
     Taps below 1e-20 are set to zero: for a small sigma the far taps are subnormal floats
-    (sigma 0.15 gives 2.5e-39 two pixels out), on which CPU arithmetic is slow (a blur at
-    sigma 0.15 took 8x longer than at sigma 1), and they cannot change a float32 pixel.
+    (sigma 0.15 gives 2.5e-39 two pixels out), on which CPU arithmetic is slow (a blur of
+    two clips at sigma 0.15 took 46 ms with them and 5.6 ms without), and they cannot
+    change a float32 pixel.
     """
     d = torch.linspace(-(k - 1) / 2, (k - 1) / 2, k, device=sigma.device)
     w = torch.exp(-0.5 * (d[None] / sigma[:, None]) ** 2)
@@ -355,7 +356,8 @@ def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig, block: int | None = None
     """Augment N clips (uint8, or float in [0, 1]) with the parameters of ``sample_params``, one set per clip.
 
     Every op is batched over the clips of a block; ``block`` clips at a time (default:
-    ``block_size``). The parameters are drawn beforehand, so the result does not depend on it.
+    ``block_size``). The parameters are drawn beforehand, so the result does not depend on it
+    (up to float rounding).
     """
     n, c, t = x.shape[:3]
     block = block or block_size(n, c * t * cfg.size ** 2, x.device)
