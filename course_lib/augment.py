@@ -440,7 +440,10 @@ def frame_repeat(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Ten
     return repeat(frame, "b c h w -> b c t h w", t=t)
 
 
-def chunk_shuffle(x: torch.Tensor, chunks: int = 4, g: torch.Generator | None = None) -> torch.Tensor:
+SHUFFLE_CHUNKS = 4  # IIC's chunk shuffle: four chunks, two of them swapped
+
+
+def chunk_shuffle(x: torch.Tensor, chunks: int = SHUFFLE_CHUNKS, g: torch.Generator | None = None) -> torch.Tensor:
     """Intra-negative: cut each clip into ``chunks`` equal chunks and swap two different ones (IIC)."""
     b, _, t = x.shape[:3]
     if t % chunks:

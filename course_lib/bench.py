@@ -17,6 +17,7 @@ from .data.dataset import ClipDataset
 from .data.manifest import Manifest, VideoEntry
 from .data.samplers import RandomClipSampler
 from .data.synth import CLASSES, PRESETS, render, sample_params
+from .runtime import AUTOCAST, autocast, device_name, synchronize
 from .video import decode_clips, decode_from_start, write_video
 
 
@@ -135,15 +136,13 @@ def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int 
 
 
 def _timed(fn, device: torch.device, repeats: int) -> float:
-    """Seconds per call of fn, after one warm-up call; CUDA work is waited for."""
+    """Seconds per call of fn, after one warm-up call; GPU work is waited for."""
     fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - t0) / repeats
 
 
@@ -266,10 +265,10 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     if compile:
         m.backbone.compile()
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    use_amp = amp and dev.type == "cuda"
+    use_amp = amp and dev.type in AUTOCAST
 
     def step():
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(dev, use_amp):
             loss, _ = m(data)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -280,7 +279,7 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     achieved = flops / seconds / 1e12
     peak = peak_tflops(dev)
     return {"model": model, "width": width, "method": method, "clip_len": clip_len, "size": size, "batch": batch,
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "device": device_name(dev) if dev.type != "cpu" else "cpu",
             "threads": torch.get_num_threads(), "amp": use_amp, "channels_last": channels_last, "compile": compile,
             "step_s": round(seconds, 4), "videos_per_s": round(batch / seconds, 2),
             "clips_per_s": round(batch * clips_per_video / seconds, 2),

@@ -46,18 +46,16 @@ def _probe(args) -> int:
 
 
 def _bench(args) -> int:
-    import os
     import platform
     from pathlib import Path
 
-    import torch
-
     from .bench import augment_benchmark, decode_benchmark, format_table, train_benchmark
     from .experiment import load_manifest
+    from .runtime import get_device, usable_cpus
 
-    machine = {"cpu_cores": os.cpu_count(), "python": platform.python_version()}
+    machine = {"cpu_cores": usable_cpus(), "python": platform.python_version(), "os": platform.system()}
     if args.what == "train":
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = str(get_device(args.device))
         settings = [dict(amp=False)]
         if device.startswith("cuda"):  # fp32, bf16, + channels_last_3d, + torch.compile
             settings += [dict(amp=True), dict(amp=True, channels_last=True),
@@ -72,7 +70,7 @@ def _bench(args) -> int:
                 rows.append({**r, "what": f"{model} {label}", "data": r["device"][:16]})
         results = {"what": "train", "method": args.method, "rows": rows}
     elif args.what == "augment":
-        results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=args.device or "cpu",
+        results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=str(get_device(args.device or "cpu")),
                                     repeats=args.repeats)
     else:
         manifest = load_manifest(args.data)
@@ -82,7 +80,7 @@ def _bench(args) -> int:
     print(format_table(results), file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results))
     return 0
 
@@ -107,20 +105,30 @@ def _prepare(args) -> int:
     return 0
 
 
+def _say_mode() -> None:
+    """When the machine chose the mode (quick without a GPU), say so on stderr, with how to change it."""
+    from .runtime import course_mode
+
+    mode = course_mode()
+    if mode.by_machine:
+        print(f"course_lib: {mode.note()}.", file=sys.stderr)
+
+
 def _pretrain(args) -> int:
     from .experiment import RunConfig, pretrain
 
+    if not args.method and not args.config:
+        raise ValueError("give --method NAME (or a --config that sets method).")
     cfg = RunConfig.default(method=args.method or "supervised").with_overrides(args.config, args.settings)
     if args.method and cfg.method != args.method:
         raise ValueError(f"--method {args.method} contradicts method: {cfg.method} of the config {args.config}.")
-    if not args.method and not args.config:
-        raise ValueError("give --method NAME (or a --config that sets method).")
     if args.epochs is not None:
-        cfg.epochs = args.epochs
+        cfg = replace(cfg, epochs=args.epochs)
     if args.base:
-        if args.method != "dualvar":
-            raise ValueError("--base only applies to --method dualvar.")
-        cfg.options = {**cfg.options, "base": args.base}
+        if cfg.method != "dualvar":
+            raise ValueError(f"--base only applies to the dualvar method, not {cfg.method}.")
+        cfg = replace(cfg, options={**cfg.options, "base": args.base})
+    _say_mode()
     summary = pretrain(cfg, args.data, args.out, progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "final": summary["final"], "epochs_done": summary["epochs_done"]}))
     return 0
@@ -134,11 +142,12 @@ def _evaluate(args) -> int:
     if bool(args.checkpoint) == bool(args.random_init):
         raise ValueError("give exactly one of --checkpoint CKPT and --random-init.")
     cfg = RunConfig.default().with_overrides(args.config, args.settings)
+    _say_mode()
     result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint,
                       out_dir=Path(args.out).with_suffix("") if args.protocol in ("finetune", "cvrl-linear") else None,
                       progress=not args.no_progress)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result))
     return 0
 
@@ -205,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment, train)")
     p.add_argument("what", choices=["decode", "augment", "train"])
-    p.add_argument("--device", help="augment, train: cpu or cuda (augment: default cpu; train: cuda if present)")
+    p.add_argument("--device", help="augment, train: cpu, cuda or mps (augment: default cpu; train: the GPU if present)")
     p.add_argument("--batch", type=int, default=32, help="augment: clips per batch; train: videos per step")
     p.add_argument("--repeats", type=int, default=3, help="augment: timed batches per side; train: timed steps")
     p.add_argument("--models", default="r3d_18", help="train: comma-separated backbones")

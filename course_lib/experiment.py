@@ -18,9 +18,10 @@ import yaml
 from . import distributed
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
 from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_eval, linear_probe, retrieval
-from .methods import AUGMENTING, SAMPLER_OPTIONS, build_method, sampler_for
-from .models import create_model
-from .runtime import get_device, quick_mode
+from .methods import build_method, check_options, list_methods, method_class, sampler_for
+from .models import create_model, input_problem, list_models, smallest_input
+from .runtime import get_device, parse_device, quick_mode
+from .settings import SettingError, integer, mapping, number, one_of
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
@@ -32,10 +33,19 @@ def crop_room(size: int) -> int:
     return round(size * 8 / 7)
 
 
+def _device_setting(name: str, value):
+    """The ``device`` setting: unset (None: pick one), or a device string that ``torch.device`` reads."""
+    return None if value is None else str(parse_device(value))
+
+
 @dataclass
-class RunConfig:
-    method: str = "supervised"
-    model: str = "r3d_18"
+class RunConfig(TrainConfig):
+    """Everything a run needs: the training settings of ``TrainConfig`` (with laptop-size defaults),
+    plus method, backbone, clips and evaluation. Every field is checked when it is set; ``check``
+    adds what needs several fields (the model's smallest input, the method's clip needs)."""
+
+    method: str = "supervised"  # a registered method (course_lib.methods)
+    model: str = "r3d_18"  # a registered backbone (course_lib.models)
     width: float = 0.5  # channel multiplier of the backbone
     clip_len: int = 16
     stride: int = 1  # frame stride inside a clip
@@ -46,20 +56,43 @@ class RunConfig:
     batch_size: int = 16
     lr: float = 1e-3
     optimizer: str = "adamw"  # robust at small scale; the paper configs (notebook 09) use SGD
-    momentum: float = 0.9  # SGD
     weight_decay: float = 0.05
-    schedule: str = "cosine"  # or "multistep" (milestones, gamma) or "constant"
-    milestones: list = field(default_factory=list)
-    gamma: float = 0.1
     warmup_epochs: float = 1.0
-    num_workers: int = 2
-    steps_per_epoch: int | None = None
-    seed: int = 0
-    device: str | None = None
-    amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = False  # channels_last_3d memory format
-    compile: bool = False  # torch.compile the backbone
+    device: str | None = None  # None: CUDA, else Apple MPS, else the CPU (runtime.get_device)
     options: dict = field(default_factory=dict)  # method settings, e.g. {intra: shuffle} for IIC
+
+    RULES = {
+        **TrainConfig.RULES,
+        "method": one_of(list_methods), "model": one_of(list_models), "width": number(above=0),
+        "clip_len": integer(1), "stride": integer(1), "size": integer(1), "decode_size": integer(1, optional=True),
+        "test_clips": integer(1), "device": _device_setting, "options": mapping(example="{intra: shuffle}"),
+    }
+
+    def check(self) -> None:
+        """The checks across fields; a SettingError names the settings at fault."""
+        if self.decode_size is not None and self.decode_size < self.size:
+            raise SettingError(f"setting decode_size={self.decode_size} is not allowed: decode_size must be "
+                               f">= size ({self.size}), since the {self.size} px crop is taken from the decoded frames.")
+        problem = input_problem(self.model, self.clip_len, self.size, self.width)
+        if problem:
+            frames, pixels = smallest_input(self.model, self.width)
+            short = {}  # the settings below the model's smallest input
+            if frames and self.clip_len < frames:
+                short[f"clip_len={self.clip_len}"] = f"clips of at least {frames} frames"
+            if pixels and self.size < pixels:
+                short[f"size={self.size}"] = f"frames of at least {pixels} px"
+            at_fault = ", ".join(short) or f"clip_len={self.clip_len}, size={self.size}"
+            needs = (f"model {self.model} needs {' and '.join(short.values())}" if short
+                     else f"model {self.model} cannot take {self.clip_len} x {self.size} x {self.size} clips")
+            raise SettingError(f"setting{'s' if ',' in at_fault else ''} {at_fault} "
+                               f"{'are' if ',' in at_fault else 'is'} not allowed: {needs} ({problem}).")
+        try:
+            check_options(self.method, self.options)
+        except ValueError as e:
+            raise SettingError(f"setting options={self.options!r} is not allowed: {e}".rstrip(".") + ".") from None
+        problem = method_class(self.method).clip_problem(self.clip_len, self.options)
+        if problem:
+            raise SettingError(f"setting clip_len={self.clip_len} is not allowed: {problem}.")
 
     @classmethod
     def default(cls, quick: bool | None = None, **changes) -> "RunConfig":
@@ -73,41 +106,46 @@ class RunConfig:
         """The decoded frame size: methods that crop on the device get room around the crop."""
         if self.decode_size:
             return self.decode_size
-        return crop_room(self.size) if self.method in AUGMENTING else self.size
+        return crop_room(self.size) if method_class(self.method).augments else self.size
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, optimizer=self.optimizer,
-                           momentum=self.momentum, weight_decay=self.weight_decay, schedule=self.schedule,
-                           milestones=list(self.milestones), gamma=self.gamma, warmup_epochs=self.warmup_epochs,
-                           num_workers=self.num_workers, steps_per_epoch=self.steps_per_epoch, seed=self.seed,
-                           amp=self.amp, channels_last=self.channels_last, compile=self.compile)
+        """The training settings alone, as ``train`` takes them."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
 
     def with_overrides(self, yaml_path: str | None = None, pairs: list[str] = ()) -> "RunConfig":
         """Apply a YAML file (a path, or the name of a paper config, see ``list_configs``), then
         ``key=value`` strings (values parsed as YAML scalars)."""
-        changes = {}
+        cfg = self
         if yaml_path:
             p = config_path(yaml_path)
-            loaded = yaml.safe_load(p.read_text()) or {}
+            try:
+                loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"{p}: not a YAML file ({str(e).splitlines()[0]}).") from None
             if not isinstance(loaded, dict):
                 raise ValueError(f"{p}: a config file must be a mapping of settings.")
-            changes.update(loaded)
+            try:
+                cfg = cfg._changed(loaded)
+            except SettingError as e:
+                raise SettingError(f"{p}: {e}") from None
+        changes = {}
         for pair in pairs:
             if "=" not in pair:
                 raise ValueError(f"setting {pair!r} is not key=value.")
             key, value = pair.split("=", 1)
             key, value = key.strip(), yaml.safe_load(value)
             if key.startswith("options."):  # options.intra=shuffle sets one method option
-                options = dict(changes.get("options", self.options))
+                options = dict(changes.get("options", cfg.options))
                 options[key.removeprefix("options.")] = value
                 key, value = "options", options
             changes[key] = value
+        return cfg._changed(changes)
+
+    def _changed(self, changes: dict) -> "RunConfig":
         known = {f.name for f in fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}.")
-        if not isinstance(changes.get("options", {}), dict):
-            raise ValueError("setting 'options' must be a mapping, e.g. options={intra: shuffle}.")
+            raise SettingError(f"unknown setting {unknown[0]!r}; known: {', '.join(sorted(known))}.")
         return replace(self, **changes)
 
 
@@ -206,7 +244,7 @@ def _check_same_setting(out: Path, run: dict) -> None:
     saved_file = out / RUN_FILE
     if not ((out / CHECKPOINT).exists() and saved_file.exists()):
         return
-    saved = json.loads(saved_file.read_text())
+    saved = json.loads(saved_file.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(run))  # tuples as lists, as in the file
     for key in SETTING_KEYS:
         if key in saved and saved[key] != now[key]:
@@ -219,6 +257,7 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
 
     Under torchrun, process 0 loads (or generates) the dataset first and alone writes the files.
     """
+    cfg.check()  # fields set one at a time (cfg.size = ...) are checked together here
     ctx = distributed.init(get_device(cfg.device).type)
     if ctx.is_main:
         manifest = load_manifest(data)  # the built-in dataset is generated here on first use
@@ -227,23 +266,19 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
         manifest = load_manifest(data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    options = dict(cfg.options)
-    sampler_options = {k: options.pop(k) for k in SAMPLER_OPTIONS if k in options}
-    if sampler_options and cfg.method != "cvrl":
-        raise ValueError(f"options {', '.join(sampler_options)} only apply to the cvrl method.")
-    sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride, **sampler_options)
+    sampler = sampler_for(cfg.method, clip_len=cfg.clip_len, stride=cfg.stride, **cfg.options)
     train_set = ClipDataset(manifest, sampler, split="train", size=(cfg.frames_size,) * 2, seed=cfg.seed)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
-                          num_videos=len(train_set), size=cfg.size, **options)
+                          num_videos=len(train_set), size=cfg.size, **cfg.options)
     run = {**asdict(cfg), "data": str(manifest.root)}
     _check_same_setting(out, run)
     if ctx.is_main:
-        (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+        (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     summary = train(method, train_set, cfg.train_config(), out, device=cfg.device, progress=progress)
     summary["run"] = asdict(cfg)
     if ctx.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -255,7 +290,7 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunCo
     run_file = checkpoint.parent / RUN_FILE
     if not run_file.exists():
         raise ValueError(f"{run_file}: not found; a checkpoint needs the run.json that pretrain writes beside it.")
-    saved = json.loads(run_file.read_text())
+    saved = json.loads(run_file.read_text(encoding="utf-8"))
     cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(RunConfig)}})
     backbone = backbone_from(cfg)
     state = load_checkpoint(checkpoint)["method"]
@@ -269,6 +304,7 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
     """Run one protocol ("retrieval", "linear", "knn", "finetune", "cvrl-linear") and return its result dict."""
     if protocol not in PROTOCOLS:  # before any loading or feature extraction
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
+    cfg.check()
     if checkpoint:
         backbone, trained = load_backbone(checkpoint)
         cfg = replace(cfg, model=trained.model, width=trained.width, clip_len=trained.clip_len,

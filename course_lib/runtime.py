@@ -1,16 +1,33 @@
-"""Paths, quick mode, device and seeds: the set-up every notebook and command shares."""
+"""Paths, mode, device and seeds: the set-up every notebook and command shares.
+
+* **Device**: CUDA when present; else Apple's MPS when present and it runs what a training
+  step needs (``device_problem``); else the CPU.
+* **Mode**: ``COURSE_QUICK=1`` or ``0`` forces quick or full mode; ``CI`` means quick;
+  otherwise the machine decides: quick without a GPU, full with one.
+* **Portability**: ``usable_cpus`` counts the cores this process may use on Linux, macOS
+  and Windows alike; paths are ``pathlib`` throughout.
+"""
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import platform
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .settings import SettingError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+# autocast dtype per device type: bf16 on CUDA; fp32 (no autocast) on MPS and the CPU, where no
+# measurement has shown a gain (bf16 on a CPU without AMX units is slower than fp32)
+AUTOCAST = {"cuda": torch.bfloat16}
 
 
 def repo_root() -> Path | None:
@@ -27,21 +44,185 @@ def data_dir() -> Path:
     return root / "data" if root else Path.home() / ".cache" / "course_lib"
 
 
-def quick_mode() -> bool:
-    """True when COURSE_QUICK=1, or when CI is set and COURSE_QUICK is not 0."""
-    flag = os.environ.get("COURSE_QUICK", "").strip().lower()
-    if flag in ("1", "true", "yes"):
-        return True
-    if flag in ("0", "false", "no"):
-        return False
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false")
+def usable_cpus() -> int:
+    """The CPU cores this process may run on: its affinity where the OS has one (Linux; Python
+    3.13's ``process_cpu_count`` elsewhere too), else every core (macOS, Windows)."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        n = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):  # Linux
+        n = len(os.sched_getaffinity(0))
+    else:
+        n = os.cpu_count()
+    return max(1, n or 1)
 
 
-def get_device(prefer: str | None = None) -> torch.device:
-    """``prefer`` if given, else CUDA when available, else CPU."""
+def default_workers(cap: int = 8) -> int:
+    """Worker processes for a pool (dataset generation, preparation): the usable cores, at most ``cap``."""
+    return min(usable_cpus(), cap)
+
+
+# ---------------------------------------------------------------- device
+def mps_available() -> bool:
+    """Whether this is a Mac with an Apple GPU that PyTorch can use (``torch.backends.mps``)."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _training_step(device: torch.device) -> None:
+    """One tiny SimCLR step (uint8 clips, on-device augmentation with grid_sample, conv3d, BatchNorm,
+    NT-Xent, backward) and the other ops the methods use (max-pool 3D, residual frames, top-k)."""
+    from .augment import residual_frames
+    from .methods import build_method
+    from .models import create_model
+
+    method = build_method("simclr", create_model("r3d_vcop", width=0.125), size=16).to(device)
+    clips = torch.randint(0, 256, (2, 2, 3, 4, 18, 18), dtype=torch.uint8, device=device)
+    loss, _ = method({"clips": clips, "index": torch.arange(2, device=device)})
+    loss.backward()
+    x = residual_frames(torch.rand(1, 3, 4, 8, 8, device=device))
+    torch.nn.functional.max_pool3d(x, 2).topk(1, dim=1)
+
+
+@functools.lru_cache(maxsize=None)
+def device_problem(name: str) -> str | None:
+    """None if a training step runs on device ``name``, else why not (one line). Cached per process.
+
+    The step draws random numbers; the CPU's random state is put back afterwards.
+    """
+    state = torch.get_rng_state()
+    try:
+        _training_step(torch.device(name))
+    except Exception as e:  # NotImplementedError for a missing MPS op, RuntimeError, ...
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no message'}"
+    finally:
+        torch.set_rng_state(state)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _mps_usable() -> bool:
+    problem = device_problem("mps")
+    if problem:  # said once per process
+        print(f"course_lib: the Apple GPU (MPS) lacks an op the course needs ({problem}); using the CPU.",
+              file=sys.stderr)
+    return problem is None
+
+
+def parse_device(value: str | torch.device) -> torch.device:
+    """A device setting as a ``torch.device``: "cpu", "cuda", "cuda:1" or "mps"; anything else is a SettingError."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise SettingError(f"setting device={value!r} is not allowed: use cpu, cuda, cuda:N or mps "
+                           f"(or leave it unset to pick one).")
+    return device
+
+
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
+    """``prefer`` if given, else CUDA when available, else MPS when it runs the course's ops, else the CPU.
+
+    An explicit ``mps`` whose ops fail falls back to the CPU with one line on stderr; an explicit
+    ``cuda`` or ``mps`` on a machine without one is a ``SettingError``.
+    """
     if prefer:
-        return torch.device(prefer)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = parse_device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise SettingError(f"setting device={prefer!r} is not allowed: this machine has no CUDA GPU "
+                               f"(use device=cpu, or leave device unset).")
+        if device.type == "mps":
+            if not mps_available():
+                raise SettingError(f"setting device={prefer!r} is not allowed: this machine has no Apple GPU "
+                                   f"(use device=cpu, or leave device unset).")
+            return device if _mps_usable() else torch.device("cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available() and _mps_usable():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """The mixed-precision context of a training or inference step on ``device`` (``AUTOCAST``)."""
+    dtype = AUTOCAST.get(device.type)
+    if not (enabled and dtype is not None):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def rng_state(device: torch.device) -> dict:
+    """The random state of the CPU and of ``device`` (CUDA or MPS), for checkpoints."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what ``rng_state`` saved (a device's entry only on that device type)."""
+    torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    if "mps" in state and device.type == "mps":
+        torch.mps.set_rng_state(state["mps"].cpu())
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a GPU (CUDA or MPS); nothing on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU ({platform.machine()})"
+    return platform.processor() or platform.machine() or "CPU"
+
+
+# ---------------------------------------------------------------- mode
+@dataclass(frozen=True)
+class Mode:
+    """Quick or full mode, and why."""
+
+    quick: bool
+    reason: str
+    by_machine: bool = False  # chosen from the hardware, not forced by COURSE_QUICK or CI
+
+    def note(self) -> str:
+        """One line: the mode, why, and how to change it."""
+        other = "0 (full mode)" if self.quick else "1 (quick mode)"
+        return f"{'quick' if self.quick else 'full'} mode, because {self.reason}; set COURSE_QUICK={other} to change it"
+
+
+def course_mode() -> Mode:
+    """``COURSE_QUICK`` (1 or 0) if set; quick if ``CI`` is set; else quick without a GPU, full with one."""
+    flag = os.environ.get("COURSE_QUICK", "").strip().lower()
+    if flag in TRUE:
+        return Mode(True, "COURSE_QUICK=1 is set")
+    if flag in FALSE:
+        return Mode(False, "COURSE_QUICK=0 is set")
+    if flag:
+        raise SettingError(f"COURSE_QUICK={os.environ['COURSE_QUICK']!r} is not allowed: use 1 (quick mode), "
+                           f"0 (full mode), or leave it unset to let the machine decide.")
+    if os.environ.get("CI", "").strip().lower() not in ("", *FALSE):
+        return Mode(True, "CI is set")
+    device = get_device()
+    if device.type != "cpu":
+        return Mode(False, f"a GPU was found: {device_name(device)}", by_machine=True)
+    return Mode(True, "no GPU was found (CUDA or Apple MPS), and full mode takes hours on a CPU", by_machine=True)
+
+
+def quick_mode() -> bool:
+    """Whether notebooks and commands run in quick mode (``course_mode``)."""
+    return course_mode().quick
 
 
 def seed_everything(seed: int) -> None:
@@ -60,6 +241,7 @@ class Setup:
     device: torch.device
     data: Path
     root: Path | None
+    mode_reason: str = ""
 
     @property
     def runs(self) -> Path:
@@ -67,17 +249,22 @@ class Setup:
         return self.data / "runs" / ("quick" if self.quick else "full")
 
     def __str__(self) -> str:
-        gpu = torch.cuda.get_device_name(0) if self.device.type == "cuda" else "none"
+        gpu = device_name(self.device) if self.device.type != "cpu" else "none"
+        mode, other = ("QUICK", "0 (full mode)") if self.quick else ("FULL", "1 (quick mode)")
         return (
-            f"course_lib set-up: quick mode {'ON' if self.quick else 'off'} | device {self.device}"
-            f" (GPU: {gpu}) | torch {torch.__version__} | python {platform.python_version()}"
-            f" | {os.cpu_count()} CPU cores | data in {self.data}"
+            f"course_lib set-up: device {self.device} (GPU: {gpu}) | torch {torch.__version__}"
+            f" | python {platform.python_version()} | {platform.system()} | {usable_cpus()} CPU cores"
+            f" | data in {self.data}\n"
+            f"mode: {mode}, because {self.mode_reason}. To change it, set COURSE_QUICK={other} before"
+            f" starting Jupyter (or run `%env COURSE_QUICK={other[0]}` before this cell)."
         )
 
 
 def setup(seed: int = 0, device: str | None = None) -> Setup:
-    """Seed everything, pick the device and quick mode, and resolve the data folder."""
+    """Pick the device and the mode, seed everything, resolve the data folder; print what was chosen and why."""
+    dev = get_device(device)
+    mode = course_mode()
     seed_everything(seed)
-    s = Setup(seed=seed, quick=quick_mode(), device=get_device(device), data=data_dir(), root=repo_root())
+    s = Setup(seed=seed, quick=mode.quick, device=dev, data=data_dir(), root=repo_root(), mode_reason=mode.reason)
     print(s)
     return s

@@ -29,68 +29,91 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed
-from .runtime import get_device, seed_everything
+from .runtime import autocast, get_device, rng_state, seed_everything, set_rng_state
+from .settings import Checked, flag, int_list, integer, number, one_of
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
 
+OPTIMIZERS = {  # name -> (parameters, TrainConfig) -> optimiser
+    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                               weight_decay=cfg.weight_decay),
+    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+}
+
+
+def _cosine(step: int, steps_per_epoch: int, cfg: "TrainConfig", warmup: float) -> float:
+    total = cfg.epochs * steps_per_epoch
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _multistep(step: int, steps_per_epoch: int, cfg: "TrainConfig", warmup: float) -> float:
+    return cfg.gamma ** sum(step // steps_per_epoch >= m for m in cfg.milestones)
+
+
+SCHEDULES = {  # name -> (step, steps per epoch, TrainConfig, warm-up steps) -> factor after the warm-up
+    "cosine": _cosine,
+    "multistep": _multistep,  # lr *= gamma at each of the milestones (epochs)
+    "constant": lambda *_: 1.0,
+}
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
+    """How a model trains: every field is checked when set (``RULES``, ``course_lib.settings``)."""
+
     epochs: int = 10
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch under torchrun
     lr: float = 0.01
-    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw"
-    momentum: float = 0.9
+    optimizer: str = "sgd"  # a key of OPTIMIZERS: "sgd" (momentum) or "adamw"
+    momentum: float = 0.9  # SGD
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine", "multistep" or "constant"
+    schedule: str = "cosine"  # a key of SCHEDULES: "cosine", "multistep" or "constant"
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
     gamma: float = 0.1
-    num_workers: int = 2
+    num_workers: int = 2  # DataLoader worker processes
     seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True  # mixed precision where runtime.AUTOCAST has a dtype for the device (bf16 on CUDA)
     channels_last: bool = False  # channels_last_3d weights and inputs
     compile: bool = False  # torch.compile the backbone
     steps_per_epoch: int | None = None  # cap, for quick runs
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # clip the gradient norm to this value
 
-    def __post_init__(self):
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {self.optimizer!r}.")
-        if self.schedule not in ("cosine", "multistep", "constant"):
-            raise ValueError(f"schedule must be 'cosine', 'multistep' or 'constant', not {self.schedule!r}.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
+    RULES = {
+        "epochs": integer(1), "batch_size": integer(1), "lr": number(above=0, example="0.001"),
+        "optimizer": one_of(lambda: OPTIMIZERS), "momentum": number(0, 1), "weight_decay": number(0),
+        "schedule": one_of(lambda: SCHEDULES), "warmup_epochs": number(0),
+        "milestones": int_list(0, example="[120, 160]"), "gamma": number(above=0),
+        "num_workers": integer(0), "seed": integer(0, 2 ** 32 - 1), "amp": flag(), "channels_last": flag(),
+        "compile": flag(), "steps_per_epoch": integer(1, optional=True), "grad_clip": number(above=0, optional=True),
+    }
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step``."""
+    """Multiplier of the base learning rate at optimiser step ``step``: linear warm-up, then ``cfg.schedule``."""
     warmup = cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup
-    if cfg.schedule == "cosine":
-        total = cfg.epochs * steps_per_epoch
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if cfg.schedule == "multistep":
-        epoch = step // steps_per_epoch
-        return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-    return 1.0
+    return SCHEDULES[cfg.schedule](step, steps_per_epoch, cfg, warmup)
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return OPTIMIZERS[cfg.optimizer](params, cfg)
 
 
 def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves a half-written file."""
+    """torch.save to a temporary file, closed, then ``os.replace``d over ``path``: a crash never leaves a
+    half-written checkpoint, and the rename holds on Windows too (it replaces an existing file, and
+    no handle to either file is open during it). A failed save removes its temporary file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)  # opens, writes and closes tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -151,13 +174,6 @@ def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
 def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.PathLike, *, device=None,
           resume: bool = True, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Train ``method`` on ``dataset`` for ``cfg.epochs``; write checkpoint, metrics and summary under ``out``.
@@ -178,6 +194,9 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     ctx = distributed.init(device.type)
     if device.type == "cuda" and ctx.world_size > 1:
         device = torch.device("cuda", ctx.local_rank)
+    if device.type == "mps" and ctx.world_size > 1:
+        raise ValueError("torchrun on the Apple GPU is not supported (no collective backend takes MPS tensors); "
+                         "use device=cpu.")
     if cfg.batch_size % ctx.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
                          f"{ctx.world_size} processes.")
@@ -209,9 +228,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         scheduler.load_state_dict(state["scheduler"])
         rng = state["rng"] if isinstance(state["rng"], list) else [{"cpu": state["rng"]}]
         if len(rng) == ctx.world_size:  # the same number of processes: each continues its own stream
-            torch.set_rng_state(rng[ctx.rank]["cpu"].cpu())
-            if "cuda" in rng[ctx.rank] and device.type == "cuda":
-                torch.cuda.set_rng_state(rng[ctx.rank]["cuda"].cpu(), device)
+            set_rng_state(rng[ctx.rank], device)
         start_epoch, history = state["epoch"], state["history"]
     elif ckpt_path.exists() and ctx.is_main:
         ckpt_path.unlink()
@@ -220,7 +237,6 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     model = method
     if ctx.world_size > 1:
         model = distributed.wrap_ddp(method, device)
-    use_amp = cfg.amp and device.type == "cuda"
     keyed = hasattr(dataset, "set_epoch")
     end_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, start_epoch + stop_after_epochs)
     batches = EpochBatches(len(dataset), local_batch, steps, cfg.seed, start_epoch, end_epoch, rank=ctx.rank,
@@ -244,7 +260,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
             t1 = time.perf_counter()
             wait += t1 - t0
             batch = _to_device(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with autocast(device, cfg.amp):
                 loss, logs = model(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -270,9 +286,9 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                   "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
                   "clips_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2)}
         history.append(record)
-        rng = distributed.gather_objects(_rng_state(device))
+        rng = distributed.gather_objects(rng_state(device))
         if ctx.is_main:
-            with open(out / METRICS, "a") as f:
+            with open(out / METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             save_atomic({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1,
@@ -283,7 +299,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                "seconds_this_call": round(time.perf_counter() - t_start, 2), "device": str(device),
                "processes": ctx.world_size, "config": asdict(cfg), "checkpoint": str(ckpt_path)}
     if ctx.is_main:
-        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
@@ -294,5 +310,5 @@ def load_or_train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str |
         state = load_checkpoint(ckpt)
         if _same_run(state["config"], cfg) and state["epoch"] == cfg.epochs:
             method.load_state_dict(state["method"])
-            return json.loads((Path(out) / SUMMARY).read_text())
+            return json.loads((Path(out) / SUMMARY).read_text(encoding="utf-8"))
     return train(method, dataset, cfg, out, **kwargs)

@@ -88,7 +88,7 @@ def test_pretrain_and_evaluate_errors(tmp_path):
     r = run_cli("pretrain", "--method", "rotation", "--out", tmp_path, "--config", tmp_path / "missing.yaml")
     assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr
     r = run_cli("pretrain", "--method", "vcop", "--base", "moco", "--out", tmp_path)
-    assert r.returncode == 2 and r.stderr.strip() == "error: --base only applies to --method dualvar."
+    assert r.returncode == 2 and r.stderr.strip() == "error: --base only applies to the dualvar method, not vcop."
     r = run_cli("pretrain", "--method", "iic", "--out", tmp_path, "options.intra=flip")
     assert r.returncode == 2 and r.stderr.startswith("error: IIC intra 'flip' is not one of")
 

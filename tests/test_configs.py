@@ -5,7 +5,7 @@ import pytest
 
 from course_lib.cli import main
 from course_lib.experiment import RunConfig, config_path, list_configs
-from course_lib.methods import SAMPLER_OPTIONS, build_method
+from course_lib.methods import build_method
 from course_lib.models import create_model
 
 # (config, key values from the papers and their public code, as the method reference lists them)
@@ -50,8 +50,7 @@ def test_config_carries_the_paper_settings(name):
             assert got == pytest.approx(value) if isinstance(value, float) else got == value, f"{name}: {key}"
     assert cfg.train_config().milestones == list(cfg.milestones)
     # the options are the method's own: build it (a small backbone) and check that they arrived
-    options = {k: v for k, v in cfg.options.items() if k not in SAMPLER_OPTIONS}  # those go to the sampler
-    method = build_method(cfg.method, create_model(cfg.model, width=0.125), num_videos=32, size=cfg.size, **options)
+    method = build_method(cfg.method, create_model(cfg.model, width=0.125), num_videos=32, size=cfg.size, **cfg.options)
     assert method.temperature == cfg.options["temperature"]
 
 

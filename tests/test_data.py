@@ -108,6 +108,8 @@ def test_epochs_change_clips_and_workers_do_not(indexed_manifest):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="no fork on this OS (Windows): workers start by spawn, with no inherited garbage")
 def test_decoder_garbage_is_safe_to_collect_in_a_forked_worker(indexed_manifest):
     """A decoder left in a reference cycle is freed by whichever process collects it, possibly a
     forked DataLoader worker; freeing a codec context that owns a thread pool there deadlocks."""

@@ -90,7 +90,7 @@ class Manifest:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps({"format": FORMAT, "version": VERSION, "classes": self.classes}) + "\n")
             for e in self.entries:
                 f.write(json.dumps(asdict(e)) + "\n")
@@ -104,7 +104,7 @@ class Manifest:
             path = path / "manifest.jsonl"
         if not path.exists():
             raise ManifestError(f"{path}: manifest not found.")
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
         if not lines:
             raise ManifestError(f"{path}: manifest is empty.")
@@ -214,7 +214,7 @@ def read_folder(
 def _read_lines(path: Path) -> list[tuple[int, str]]:
     if not path.exists():
         raise ManifestError(f"{path}: split file not found.")
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
 
 
@@ -302,7 +302,7 @@ def read_kinetics(video_root: str | os.PathLike, csv_files: dict[str, str | os.P
         csv_path = Path(csv_path)
         if not csv_path.exists():
             raise ManifestError(f"{csv_path}: annotation CSV not found.")
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         need = {"label", "youtube_id", "time_start", "time_end"}
         if not rows or not need <= set(rows[0]):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import av
 
+from ..runtime import default_workers
 from ..video import VideoError, _reason, probe
 from .manifest import (Manifest, ManifestError, MissingVideosWarning, read_folder, read_hmdb51, read_kinetics,
                        read_ucf101)
@@ -179,7 +180,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
     jobs = [(source.path(e), out / Path(e.path).with_suffix(".mp4"), settings) for e in source]
     if len({dst for _, dst, _ in jobs}) < len(jobs):
         raise ManifestError(f"{src}: two videos differ only in their extension; their outputs would collide.")
-    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    workers = workers or default_workers()
     bar = tqdm(total=len(jobs), desc=f"prepare {layout}", unit="video", disable=not progress)
     results = []
     if workers == 1:
@@ -200,7 +201,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
         attrs = {**e.attrs, **({"vfr": True} if r["vfr"] else {})}
         entries.append(replace(e, path=Path(e.path).with_suffix(".mp4").as_posix(), num_frames=r["num_frames"],
                                fps=r["fps"], attrs=attrs))
-    with open(out / ERRORS, "w") as f:
+    with open(out / ERRORS, "w", encoding="utf-8") as f:
         for item in failed:
             f.write(json.dumps(item) + "\n")
     if not entries:
@@ -216,5 +217,5 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
                "settings": {"short_side": settings.short_side, "keyframe_interval": settings.keyframe_interval,
                             "crf": settings.crf, "preset": settings.preset},
                "workers": workers, "seconds": round(time.perf_counter() - t0, 2)}
-    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..runtime import default_workers
 from ..video import write_video
 from .manifest import Manifest, VideoEntry
 
@@ -195,7 +196,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = PRESETS["default"], *, w
     out = Path(out)
     t0 = time.perf_counter()
     params = sample_params(cfg)
-    workers = workers or min(len(os.sched_getaffinity(0)), 8)
+    workers = workers or default_workers()
     jobs = [(p, cfg, out) for p in params]
     chunks = max(1, len(jobs) // (workers * 8))
     if workers == 1:
@@ -215,7 +216,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = PRESETS["default"], *, w
     manifest.save(out / "manifest.jsonl")
     seconds = time.perf_counter() - t0
     info = {"config": asdict(cfg), "videos": len(entries), "seconds": round(seconds, 2), "workers": workers}
-    (out / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "synth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
@@ -234,7 +235,7 @@ def ensure(out: str | os.PathLike | None = None, *, quick: bool | None = None, c
     stamp = out / "synth.json"
     if stamp.exists() and (out / "manifest.jsonl").exists():
         try:
-            same = json.loads(stamp.read_text())["config"] == asdict(cfg)
+            same = json.loads(stamp.read_text(encoding="utf-8"))["config"] == asdict(cfg)
         except (json.JSONDecodeError, KeyError):
             same = False
         if same:

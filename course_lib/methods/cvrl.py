@@ -15,13 +15,21 @@ from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import nt_xent, positive_rank_accuracy
+from ..data.samplers import TemporalIntervalSampler
 from .common import mlp, normalize
+from .registry import Method, register_method
 
 CVRL_AUGMENT = AugmentConfig(scale=(0.3, 1.0), ratio=(0.5, 2.0), flip=0.5, jitter=0.8, brightness=0.8, contrast=0.8,
                              saturation=0.8, hue=0.2, grayscale=0.2, blur=1.0, solarize=0.0)
 
 
-class CVRL(nn.Module):
+@register_method("cvrl", augments=True)
+class CVRL(Method):
+    @classmethod
+    def sampler(cls, *, clip_len: int, stride: int = 1, interval: str = "decreasing", power: float = 1.0):
+        """Two clips whose start gap follows the ``interval`` density (``power``: its exponent)."""
+        return TemporalIntervalSampler(clip_len=clip_len, stride=stride, mode=interval, power=power)
+
     def __init__(self, backbone: nn.Module, *, size: int = 224, augment: AugmentConfig = CVRL_AUGMENT,
                  blur2: float = 0.1, solarize2: float = 0.2, hidden: int = 2048, dim: int = 128,
                  temperature: float = 0.1):

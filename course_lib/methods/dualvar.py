@@ -23,7 +23,8 @@ from torch import nn
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import nt_xent, shuffle_rank, temporal_coherent
 from .common import mlp, normalize
-from .moco import MoCo
+from .moco import MoCo, queue_length
+from .registry import Method, register_method
 
 # temporally consistent colour jitter (0.8, 0.8, 0.8, 0.2) at about p = 0.64 and blur at p = 0.5, random crop
 DUALVAR_AUGMENT = AugmentConfig(crop="random", flip=0.5, jitter=0.64, brightness=0.8, contrast=0.8, saturation=0.8,
@@ -45,17 +46,28 @@ def shuffle_segments(x: torch.Tensor, segments: int, g: torch.Generator | None =
     return rearrange(shuffled, "b s c l h w -> b c (s l) h w"), perm
 
 
-class DualVar(nn.Module):
+@register_method("dualvar", augments=True)
+class DualVar(Method):
+    clips_per_video = 2  # c1 and c2, two moments of the video
+
+    @classmethod
+    def clip_problem(cls, clip_len: int, options: dict) -> str | None:
+        segments = options.get("segments", 2)
+        if clip_len % segments:
+            return f"DualVar cuts a clip into segments={segments} equal segments: clip_len must be a multiple of it"
+        return None
+
     def __init__(self, backbone: nn.Module, *, base: str = "simclr", size: int = 112,
                  augment: AugmentConfig = DUALVAR_AUGMENT, segments: int = 2, segment_dim: int = 64, dim: int = 128,
                  temperature: float = 0.07, theta: float = 0.05, rank: bool = True, coherent: bool = True,
-                 queue: int = 16384, momentum: float = 0.999):
+                 queue: int | None = None, momentum: float = 0.999, num_videos: int | None = None):
         super().__init__()
         if base not in BASES:
             raise ValueError(f"DualVar base {base!r} is not one of {', '.join(BASES)}.")
         self.backbone, self.base = backbone, base
         d = backbone.feature_dim
         if base == "moco":  # the clip contrast is MoCo's: its projector, key encoder and queue
+            queue = queue or queue_length(16384, num_videos)  # the paper's 16384, cut to half the training set
             self.moco = MoCo(backbone, size=size, augment=augment, dim=dim, queue=queue, momentum=momentum,
                              temperature=temperature)
         else:

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import IIC_AUGMENT, INTRA_NEGATIVES, AugmentConfig, VideoAugment, residual_frames
+from ..augment import IIC_AUGMENT, INTRA_NEGATIVES, SHUFFLE_CHUNKS, AugmentConfig, VideoAugment, residual_frames
 from ..losses import MemoryBank, bank_nce
 from .common import normalize
+from .registry import Method, register_method
 
 VIEWS = ("residual", "rgb")
 
@@ -32,7 +33,19 @@ def sample_others(index: torch.Tensor, num_videos: int, k: int) -> torch.Tensor:
     return others + (others >= index[:, None]).long()  # skip over the query's own index
 
 
-class IIC(nn.Module):
+@register_method("iic", augments=True)
+class IIC(Method):
+    needs = ("num_videos",)  # one memory-bank entry per training video
+
+    @classmethod
+    def clip_problem(cls, clip_len: int, options: dict) -> str | None:
+        view2, intra = options.get("view2", "residual"), options.get("intra", "repeat")
+        if clip_len < 2 and (view2 == "residual" or intra in ("repeat", "shuffle", "reverse")):
+            return "IIC's residual frames and intra-negatives need clips of at least 2 frames"
+        if intra == "shuffle" and clip_len % SHUFFLE_CHUNKS:
+            return f"IIC's chunk shuffle cuts a clip into {SHUFFLE_CHUNKS} chunks: clip_len must be a multiple of it"
+        return None
+
     def __init__(self, backbone: nn.Module, *, num_videos: int, size: int = 112, view2: str = "residual",
                  intra: str | None = "repeat", intra_grad: bool = True, negatives: int = 1024,
                  temperature: float = 0.07, bank_momentum: float = 0.5, augment: AugmentConfig = IIC_AUGMENT):

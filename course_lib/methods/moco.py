@@ -16,12 +16,29 @@ from torch import nn
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import MoCoQueue, moco_loss, momentum_update
 from .common import accuracy, mlp, normalize, two_views
+from .registry import Method, register_method
 
 
-class MoCo(nn.Module):
+def queue_length(paper: int, num_videos: int | None) -> int:
+    """The queue when none is given: the paper's length, cut to half the training set.
+
+    A queue longer than half the training set holds several keys of each video, which then
+    act as false negatives, so on small datasets the queue is cut to fit.
+    """
+    if not num_videos:
+        raise ValueError("MoCo needs num_videos (the size of the training set) to size its queue, or a queue length.")
+    return min(paper, max(1, num_videos // 2))
+
+
+@register_method("moco", augments=True)
+class MoCo(Method):
+    clips_per_video = 2
+
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
-                 dim: int = 128, queue: int = 65536, momentum: float = 0.999, temperature: float = 0.07):
+                 dim: int = 128, queue: int | None = None, momentum: float = 0.999, temperature: float = 0.07,
+                 num_videos: int | None = None):
         super().__init__()
+        queue = queue or queue_length(65536, num_videos)
         self.backbone = backbone
         d = backbone.feature_dim
         self.projector = mlp([d, d, dim])

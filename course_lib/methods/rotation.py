@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .common import accuracy, to_float
+from .registry import Method, register_method
 
 
 def rotate(clips: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -18,7 +19,8 @@ def rotate(clips: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.rot90(c, int(r), dims=(-2, -1)) for c, r in zip(clips, k)])
 
 
-class RotationPrediction(nn.Module):
+@register_method("rotation")
+class RotationPrediction(Method):
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone

@@ -12,9 +12,13 @@ from torch import nn
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import nt_xent, positive_rank_accuracy
 from .common import mlp, normalize, two_views
+from .registry import Method, register_method
 
 
-class SimCLR(nn.Module):
+@register_method("simclr", augments=True)
+class SimCLR(Method):
+    clips_per_video = 2  # two moments of the video
+
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
                  dim: int = 128, hidden: int | None = None, temperature: float = 0.1):
         super().__init__()

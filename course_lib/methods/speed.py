@@ -9,10 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.samplers import RandomStrideSampler
 from .common import accuracy, to_float
+from .registry import Method, register_method
 
 
-class SpeedPrediction(nn.Module):
+@register_method("speed")
+class SpeedPrediction(Method):
+    @classmethod
+    def sampler(cls, *, clip_len: int, stride: int = 1, strides=(1, 2, 4, 8)):
+        """One clip per video at a frame stride drawn from ``strides`` (``stride`` is not used)."""
+        return RandomStrideSampler(clip_len=clip_len, strides=tuple(strides))
+
     def __init__(self, backbone: nn.Module, *, strides=(1, 2, 4, 8)):
         super().__init__()
         self.backbone = backbone

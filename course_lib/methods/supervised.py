@@ -6,10 +6,14 @@ from einops import rearrange
 from torch import nn
 
 from .common import accuracy, to_float
+from .registry import Method, register_method
 
 
-class Supervised(nn.Module):
+@register_method("supervised")
+class Supervised(Method):
     """Cross-entropy on the clip labels. ``forward(batch) -> (loss, logs)``."""
+
+    needs = ("num_classes",)
 
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()

@@ -13,10 +13,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..data.samplers import OrderedClipsSampler
 from .common import accuracy, to_float
+from .registry import Method, register_method
 
 
-class ClipOrderPrediction(nn.Module):
+@register_method("vcop")
+class ClipOrderPrediction(Method):
+    @classmethod
+    def sampler(cls, *, clip_len: int, stride: int = 1, num_clips: int = 3, gap: int | None = None):
+        """``num_clips`` clips in temporal order, ``gap`` frames apart (default: half a clip, VCOP's 8 of 16)."""
+        return OrderedClipsSampler(clip_len=clip_len, stride=stride, num_clips=num_clips,
+                                   gap=clip_len // 2 if gap is None else gap)
+
     def __init__(self, backbone: nn.Module, *, num_clips: int = 3, hidden: int = 512, dropout: float = 0.5):
         super().__init__()
         self.backbone = backbone

@@ -1,6 +1,7 @@
 """A name -> constructor registry for backbones: ``create_model(name, **kwargs)``."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -50,6 +51,29 @@ class Backbone(nn.Module):
         fmap = self.forward_features(x)  # B x C x t x h x w
         out = self.fc(self.pool(fmap))  # B x num_classes (or B x C)
         return (out, fmap) if return_map else out
+
+
+@functools.lru_cache(maxsize=512)
+def input_problem(name: str, frames: int, size: int, width: float = 1.0) -> str | None:
+    """None if backbone ``name`` takes clips of ``frames`` x ``size`` x ``size``, else why not (one line).
+
+    The forward pass runs on the meta device: shapes only, no memory and no arithmetic.
+    """
+    with torch.device("meta"):
+        model = create_model(name, width=width).eval()
+        try:
+            with torch.no_grad():
+                model(torch.empty(1, 3, frames, size, size))
+        except (RuntimeError, ValueError) as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
+def smallest_input(name: str, width: float = 1.0, *, frames: int = 16, size: int = 112) -> tuple[int | None, int | None]:
+    """(fewest frames at ``size`` px, fewest pixels at ``frames`` frames) that ``name`` takes; None if none up to 64 / 256."""
+    t = next((t for t in range(1, 65) if input_problem(name, t, size, width) is None), None)
+    s = next((s for s in range(1, 257) if input_problem(name, frames, s, width) is None), None)
+    return t, s
 
 
 def head(feature_dim: int, num_classes: int | None) -> nn.Module:

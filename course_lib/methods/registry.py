@@ -1,0 +1,118 @@
+"""The method registry: ``@register_method(name)`` on a ``Method`` class; everything else asks it.
+
+A method declares, on its class, what the rest of the library needs to know:
+
+* ``sampler(clip_len=, stride=, **options)``: the temporal sampler of its training clips,
+  built from its own options (VCOP's ``num_clips`` and ``gap``, CVRL's ``interval``);
+* ``augments``: whether it crops on the device (frames are then decoded larger than the crop);
+* ``needs``: what its constructor must be given (``num_classes``, ``num_videos``);
+* ``clip_problem(clip_len, options)``: why a clip length is too short for it, if it is.
+
+Its options are the keyword arguments of its constructor and of its ``sampler``; an option
+both take (VCOP's ``num_clips``, the speed task's ``strides``) reaches both.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import ClassVar
+
+from torch import nn
+
+from ..augment import AugmentConfig
+from ..data.samplers import RandomClipSampler
+
+# what build_method and sampler_for pass themselves; never a method option
+CONTEXT = ("backbone", "num_classes", "num_videos", "size", "clip_len", "stride")
+_METHODS: dict[str, type["Method"]] = {}
+
+
+class Method(nn.Module):
+    """Base of every method: ``forward(batch) -> (loss, logs)``, plus the declarations above."""
+
+    name: ClassVar[str] = ""
+    augments: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
+    clips_per_video: ClassVar[int] = 1  # for the default sampler
+
+    @classmethod
+    def sampler(cls, *, clip_len: int, stride: int = 1):
+        """``clips_per_video`` clips at independent random starts."""
+        return RandomClipSampler(clip_len=clip_len, stride=stride, num_clips=cls.clips_per_video)
+
+    @classmethod
+    def clip_problem(cls, clip_len: int, options: dict) -> str | None:
+        """Why clips of ``clip_len`` frames cannot train this method with ``options``, or None."""
+        return None
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """Every option of the method: its constructor's keywords and its sampler's."""
+        names = [*inspect.signature(cls).parameters, *inspect.signature(cls.sampler).parameters]
+        return list(dict.fromkeys(n for n in names if n not in CONTEXT))
+
+
+def register_method(name: str, *, augments: bool = False):
+    """Class decorator: make ``build_method(name, ...)`` construct the class."""
+
+    def add(cls):
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name, cls.augments = name, augments
+        _METHODS[name] = cls
+        return cls
+
+    return add
+
+
+def list_methods() -> list[str]:
+    """Registered methods, in the order of the course."""
+    return list(_METHODS)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of: {', '.join(_METHODS)}.")
+    return _METHODS[name]
+
+
+def check_options(name: str, options: dict) -> None:
+    """ValueError naming the first option that ``name`` does not have."""
+    known = method_class(name).option_names()
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known) or 'none'}.")
+
+
+def _only(fn, options: dict) -> dict:
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in options.items() if k in params}
+
+
+def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = None, num_videos: int | None = None,
+                 size: int = 112, **options) -> Method:
+    """The method ``name`` around ``backbone``, with its ``options`` (e.g. ``intra="shuffle"``).
+
+    Options that only its sampler takes are accepted and left out. ``augment`` may be a
+    mapping: its keys change the method's default ``AugmentConfig``.
+    """
+    cls = method_class(name)
+    check_options(name, options)
+    context = {"num_classes": num_classes, "num_videos": num_videos, "size": size}
+    for need in cls.needs:
+        if not context[need]:
+            raise ValueError(f"the {name} method needs {need}.")
+    params = inspect.signature(cls).parameters
+    if isinstance(options.get("augment"), dict):
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in options["augment"].items()}
+        unknown = sorted(set(changes) - set(AugmentConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"augment has no setting {unknown[0]!r}.")
+        options = {**options, "augment": params["augment"].default.replace(**changes)}
+    kwargs = {k: v for k, v in context.items() if k in params and v is not None}
+    return cls(backbone, **kwargs, **_only(cls, options))
+
+
+def sampler_for(name: str, *, clip_len: int, stride: int = 1, **options):
+    """The training sampler of method ``name``, from the options it takes (the others are ignored)."""
+    cls = method_class(name)
+    return cls.sampler(clip_len=clip_len, stride=stride, **_only(cls.sampler, options))
