@@ -25,6 +25,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .distributed import all_gather, gather_no_grad, local_rows
@@ -43,12 +44,18 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symm
     return (loss + F.cross_entropy(k @ all_gather(q).T / temperature, target)) / 2
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, reduction: str = "mean",
+            normalized: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent: each of the 2N views has one positive (its pair) and 2N - 2 negatives.
 
-    z1, z2: N x D (normalised here). Symmetric by construction.
+    z1, z2: N x D, L2-normalised here unless ``normalized``. ``reduction``: "mean" over the 2N
+    rows (SimCLR), or "sum" of the two directions, loss_a + loss_b, each a mean over N rows:
+    twice the mean, the official CVRL loss (``official/projects/video_ssl/losses/losses.py``).
     """
-    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"nt_xent reduction {reduction!r} is not mean or sum.")
+    if not normalized:
+        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     keys = torch.cat([all_gather(z1), all_gather(z2)])  # 2M x D, M = N on one process
     m = len(keys) // 2
     rows = local_rows(len(z1), z1.device)  # where this process's views sit among the M
@@ -56,7 +63,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> tor
     sim = torch.cat([z1, z2]) @ keys.T / temperature  # 2N x 2M
     sim = sim.masked_fill(F.one_hot(own, 2 * m).bool(), float("-inf"))  # never yourself
     target = torch.cat([rows + m, rows])  # view i <-> view i + M
-    return F.cross_entropy(sim, target)
+    loss = F.cross_entropy(sim, target)
+    return 2 * loss if reduction == "sum" else loss
 
 
 def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
@@ -73,12 +81,20 @@ def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
 
 # ----------------------------------------------------------------------------- MoCo
 class MoCoQueue(nn.Module):
-    """A FIFO queue of K normalised keys (K x D), oldest overwritten first."""
+    """A FIFO queue of K normalised keys (K x D), oldest overwritten first.
 
-    def __init__(self, size: int, dim: int):
+    With ``parts`` > 1 each key is ``parts`` vectors of D / parts laid end to end (DualVar's
+    segment embeddings), and each part is normalised on its own.
+    """
+
+    def __init__(self, size: int, dim: int, *, parts: int = 1):
         super().__init__()
-        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.parts = parts
+        self.register_buffer("keys", self._normalize(torch.randn(size, dim)))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def _normalize(self, k: torch.Tensor) -> torch.Tensor:
+        return rearrange(F.normalize(rearrange(k, "n (p d) -> n p d", p=self.parts), dim=2), "n p d -> n (p d)")
 
     @torch.no_grad()
     def enqueue(self, k: torch.Tensor) -> None:
@@ -86,7 +102,7 @@ class MoCoQueue(nn.Module):
         size = len(self.keys)
         k = gather_no_grad(k)[-size:]  # more keys than room: keep the newest
         pos = (self.ptr + torch.arange(len(k), device=k.device)) % size
-        self.keys[pos] = F.normalize(k.detach().to(self.keys.dtype), dim=1)
+        self.keys[pos] = self._normalize(k.detach().to(self.keys.dtype))
         self.ptr.copy_((self.ptr + len(k)) % size)
 
 
@@ -99,12 +115,14 @@ def momentum_update(target: nn.Module, online: nn.Module, m: float) -> None:
         t.copy_(o)
 
 
-def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07):
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07, *,
+              normalized: bool = False):
     """InfoNCE with one positive key per query and the queue as negatives.
 
-    q, k: N x D (normalised here), queue: K x D (normalised). Returns (loss, logits N x (1 + K)).
+    q, k: N x D (L2-normalised here unless ``normalized``), queue: K x D. Returns (loss, logits N x (1 + K)).
     """
-    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    if not normalized:
+        q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     pos = (q * k).sum(1, keepdim=True)  # N x 1
     neg = q @ queue.T  # N x K
     logits = torch.cat([pos, neg], 1) / temperature
@@ -148,17 +166,43 @@ def bank_nce(query: torch.Tensor, candidates: torch.Tensor, temperature: float =
 
 
 # ----------------------------------------------------------------------------- DualVar
-def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.05) -> torch.Tensor:
+RANK_FORMS = ("matrix", "anchor")
+COHERENT_FORMS = ("nt_xent", "cross")
+
+
+def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.05, *, form: str = "matrix",
+                 cap: float | None = None) -> torch.Tensor:
     """Rank the matching segment above the others: mean softplus((s_neg - s_pos) / theta).
 
     anchor, shuffled: B x S x D normalised segment embeddings; ``shuffled`` comes from the
-    time-shuffled clip, already put back in the original segment order, so for anchor
-    segment i the positive is shuffled segment i and the other S - 1 are negatives.
+    time-shuffled clip, already put back in the original segment order, so anchor segment i
+    and shuffled segment i are a positive pair.
+
+    * ``form="matrix"`` (DualVar's public code, ``model/simclr.py`` ``calc_ranking_loss``): the
+      2S x 2S similarities of the anchor's and the shuffled clip's segments; every row, anchor
+      or shuffled, has its pair as positive and the 2S - 2 other segments as negatives.
+    * ``form="anchor"`` (the paper's description): only the S anchor rows, with the S - 1 other
+      shuffled segments as negatives.
+
+    ``cap`` clamps (s_neg - s_pos) / theta from above (5 in the public SimCLR form, none in its MoCo form).
     """
-    s = torch.einsum("bid,bjd->bij", anchor, shuffled)  # B x S x S
-    pos = s.diagonal(dim1=1, dim2=2)  # B x S
-    off = ~torch.eye(s.shape[1], dtype=torch.bool, device=s.device)  # S x S, j != i
-    return F.softplus((s - pos[:, :, None]) / theta)[:, off].mean()
+    s_count = anchor.shape[1]
+    if form == "anchor":
+        s = torch.einsum("bid,bjd->bij", anchor, shuffled)  # B x S x S
+        pos = s.diagonal(dim1=1, dim2=2)[:, :, None]  # B x S x 1
+        neg = ~torch.eye(s_count, dtype=torch.bool, device=s.device)  # S x S, j != i
+    elif form == "matrix":
+        f = torch.cat([anchor, shuffled], 1)  # B x 2S x D
+        s = f @ f.transpose(1, 2)  # B x 2S x 2S
+        pair = (torch.arange(2 * s_count, device=s.device) + s_count) % (2 * s_count)  # row r's positive column
+        pos = s.gather(2, pair.expand(len(s), -1)[:, :, None])  # B x 2S x 1
+        neg = ~(torch.eye(2 * s_count, dtype=torch.bool, device=s.device) | F.one_hot(pair, 2 * s_count).bool())
+    else:
+        raise ValueError(f"shuffle_rank form {form!r} is not one of {', '.join(RANK_FORMS)}.")
+    d = (s - pos) / theta
+    if cap is not None:
+        d = d.clamp(max=cap)
+    return F.softplus(d)[:, neg].mean()
 
 
 def coherent_similarity(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
@@ -166,15 +210,39 @@ def coherent_similarity(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bid,cjd->bc", e1, e2) / (e1.shape[1] * e2.shape[1])
 
 
-def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """DualVar's temporal coherent contrast: InfoNCE over videos with ``coherent_similarity``.
+def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.07, *,
+                      form: str = "nt_xent") -> torch.Tensor:
+    """DualVar's temporal coherent contrast with ``coherent_similarity`` between clips.
 
-    e1, e2: B x S x D normalised segment embeddings of two clips per video; symmetric.
+    e1, e2: B x S x D normalised segment embeddings of two clips per video.
+
+    * ``form="nt_xent"`` (DualVar's public SimCLR form, ``calc_tc_contrast_loss``): NT-Xent over
+      the 2B clips, each with its pair as positive and the 2B - 2 other clips (the same view's
+      included) as negatives, averaged over the 2B rows.
+    * ``form="cross"``: InfoNCE from each clip to the other view's B clips, both directions averaged.
+
+    The mean of S x S dot products is the dot product of the segment means, so the nt_xent
+    form is NT-Xent on the (unnormalised) segment means.
     """
+    if form == "nt_xent":
+        return nt_xent(e1.mean(1), e2.mean(1), temperature, normalized=True)
+    if form != "cross":
+        raise ValueError(f"temporal_coherent form {form!r} is not one of {', '.join(COHERENT_FORMS)}.")
     target = local_rows(len(e1), e1.device)  # positives: the same video among every process's clips
     a = F.cross_entropy(coherent_similarity(e1, all_gather(e2)) / temperature, target)  # B x B on one process
     b = F.cross_entropy(coherent_similarity(e2, all_gather(e1)) / temperature, target)
     return (a + b) / 2
+
+
+def temporal_coherent_moco(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07):
+    """DualVar's public MoCo form of the temporal coherent contrast (``model/moco.py``).
+
+    q: B x S x D query segments (clip 1), k: B x S x D momentum-encoder segments (clip 2),
+    queue: K x (S D) past key clips' segments. Logits are ``coherent_similarity`` with the key
+    (positive) and with each queued clip; one direction, query to keys. Returns (loss, logits).
+    """
+    past = rearrange(queue, "k (s d) -> k s d", s=q.shape[1])
+    return moco_loss(q.mean(1), k.mean(1), past.mean(1), temperature, normalized=True)
 
 
 # ----------------------------------------------------------------------------- diagnostics

@@ -15,15 +15,53 @@ FIXED_VIEWS = {"crop": "center", "flip": 0.0, "jitter": 0.0, "grayscale": 0.0, "
 STEP_METHODS = {  # name -> options; views are deterministic so both runs see the same pixels
     "simclr": {"augment": FIXED_VIEWS},
     "cvrl": {"augment": FIXED_VIEWS, "hidden": 32, "blur2": 0.0, "solarize2": 0.0},
-    "moco": {"augment": FIXED_VIEWS, "queue": 24},
-    "dualvar": {"augment": FIXED_VIEWS, "rank": False},  # the rank term is per clip; its shuffles are random
+    "moco": {"augment": FIXED_VIEWS, "queue": 24, "bn_groups": 1},  # shuffled BN groups are per process
+    "dualvar": {"augment": FIXED_VIEWS, "rank": False, "reverse": 0.0},  # the shuffles and reversals are random
 }
 
 
-def fixed_batch(n: int = 8) -> dict:
+# every method, and every arm of notebook 07 (DualVar on SimCLR and MoCo: alone, + rank, + coherent, + both);
+# their random draws (rotations, orders, negatives, shuffles) differ between processes, so these are checked
+# for what DDP needs (every trainable parameter gets a gradient, two steps run) rather than for equal numbers
+ALL_ARMS = {
+    **{name: {} for name in ("supervised", "rotation", "vcop", "speed", "simclr", "cvrl")},
+    "moco": {"queue": 24}, "iic": {"negatives": 16},
+    **{f"dualvar {base} {arm}": {"base": base, "rank": rank, "coherent": coherent, "queue": 24}
+       for base in ("simclr", "moco")
+       for arm, rank, coherent in (("alone", False, False), ("+ rank", True, False), ("+ coherent", False, True),
+                                   ("+ both", True, True))},
+}
+
+
+def fixed_batch(n: int = 8, clips: int = 2) -> dict:
     g = torch.Generator().manual_seed(0)
-    return {"clips": torch.randint(0, 256, (n, 2, 3, 4, 32, 32), generator=g, dtype=torch.uint8),
-            "index": torch.arange(n), "label": torch.arange(n) % 4}
+    return {"clips": torch.randint(0, 256, (n, clips, 3, 4, 32, 32), generator=g, dtype=torch.uint8),
+            "index": torch.arange(n), "label": torch.arange(n) % 4,
+            "frames": torch.arange(4).repeat(n, clips, 1)}  # stride 1: the speed task's class 0
+
+
+def two_steps(arm: str, rank: int, world: int) -> dict:
+    """Two training steps of one arm on this process's share of a batch; which parameters got no gradient."""
+    torch.manual_seed(rank)
+    name = arm.split()[0]
+    method = build_method(name, create_model("r3d_vcop", width=0.125), num_classes=4, num_videos=8, size=28,
+                          **ALL_ARMS[arm])
+    batch = fixed_batch(clips=3 if name == "vcop" else 2)
+    share = len(batch["index"]) // world
+    local = {k: v[rank * share:(rank + 1) * share] for k, v in batch.items()}
+    model = method
+    if world > 1:
+        method = distributed.sync_batchnorm(method, "cpu")
+        model = distributed.wrap_ddp(method, torch.device("cpu"))
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
+    losses = []
+    for _ in range(2):  # DDP finds a parameter without a gradient at the step after
+        loss, _ = model(local)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "no_grad": [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]}
 
 
 def one_step(name: str, rank: int, world: int) -> dict:
@@ -67,6 +105,18 @@ def step_worker(rank: int, world: int, port: int, out: str) -> None:
     join(rank, world, port)
     results = {name: one_step(name, rank, world) for name in STEP_METHODS}
     torch.save(results, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def arms_worker(rank: int, world: int, port: int, out: str) -> None:
+    join(rank, world, port)
+    results = {}
+    for arm in ALL_ARMS:
+        try:
+            results[arm] = two_steps(arm, rank, world)
+        except Exception as e:  # reported by the test, with the arm's name
+            results[arm] = {"error": f"{type(e).__name__}: {e}"}
+    torch.save(results, Path(out) / f"arms{rank}.pt")
     dist.destroy_process_group()
 
 

@@ -164,6 +164,32 @@ def test_dualvar_switches_each_term(base):
     assert hasattr(m, "queue") == (base == "moco")
 
 
+def test_dualvar_takes_the_public_code_forms_for_its_base():
+    simclr = build_method("dualvar", tiny(), size=32)
+    moco = build_method("dualvar", tiny(), num_videos=40, size=32, base="moco")
+    assert (simclr.rank_form, simclr.rank_cap, simclr.coherent_form) == ("matrix", 5.0, "nt_xent")
+    assert (moco.rank_form, moco.rank_cap, moco.coherent_form) == ("matrix", None, "queue")
+    assert moco.segment_queue.keys.shape == (moco.queue.keys.shape[0], 2 * 64) and moco.moco.bn_groups == 1
+    assert simclr.augment.cfg.flip == 0.0 and simclr.reverse == 0.5  # time reversal, no spatial flip
+    paper = build_method("dualvar", tiny(), size=32, rank_form="anchor", rank_cap=None, coherent_form="cross")
+    assert (paper.rank_form, paper.rank_cap, paper.coherent_form) == ("anchor", None, "cross")
+    alone = build_method("dualvar", tiny(), size=32, rank=False, coherent=False)
+    assert not hasattr(alone, "segment_head")  # nothing left without a gradient (DDP refuses that)
+    with pytest.raises(ValueError, match="coherent_form 'queue'"):
+        build_method("dualvar", tiny(), size=32, coherent_form="queue")
+
+
+def test_dualvar_plays_both_clips_backwards_with_probability_reverse():
+    fixed = {"crop": "center", "flip": 0.0, "jitter": 0.0, "grayscale": 0.0, "blur": 0.0}
+    x = batch(t=8)
+    losses = []
+    for reverse, clips in ((1.0, x["clips"]), (0.0, x["clips"].flip(3))):
+        torch.manual_seed(0)
+        m = build_method("dualvar", tiny(), size=32, rank=False, reverse=reverse, augment=fixed)
+        losses.append(m({**x, "clips": clips})[0].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
 def test_dualvar_rank_loss_uses_the_segment_order():
     from course_lib.losses import shuffle_rank
     torch.manual_seed(0)
@@ -188,3 +214,25 @@ def test_a_run_folder_is_not_reused_for_other_method_options(tmp_path, synth_qui
     with pytest.raises(ValueError, match="holds a run with options=.*'intra': 'repeat'"):
         pretrain(replace(cfg, options={"intra": "shuffle", "negatives": 8}), str(synth_quick.root), tmp_path,
                  progress=False)
+
+
+def test_moco_shuffles_keys_across_batchnorm_groups():
+    """Shuffling BN in one process: queries in consecutive groups, keys in groups of a shuffled batch,
+    each group with its own BatchNorm statistics, and the keys back in the batch's order."""
+    m = build_method("moco", tiny(), num_videos=40, size=32, bn_groups=2)
+    bn = torch.nn.BatchNorm1d(3, affine=False)
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(m.grouped(bn, x), torch.cat([bn(x[:4]), bn(x[4:])]))
+    torch.manual_seed(5)
+    got = m.grouped(bn, x, shuffle=True)
+    torch.manual_seed(5)
+    perm = torch.randperm(8)
+    expected = torch.empty_like(x)
+    expected[perm] = torch.cat([bn(x[perm[:4]]), bn(x[perm[4:]])])
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, m.grouped(bn, x))  # a key's statistics come from other videos
+    one = build_method("moco", tiny(), num_videos=40, size=32, bn_groups=1)
+    torch.testing.assert_close(one.grouped(bn, x, shuffle=True), bn(x))
+    loss, logs = m(batch(t=8))
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= logs["acc"] <= 1

@@ -114,9 +114,9 @@ def test_shuffle_rank_by_hand():
     s = a[0] @ p[0].T  # s[i, j] = anchor i . shuffled j
     theta = 0.05
     terms = [math.log1p(math.exp((s[i, j] - s[i, i]) / theta)) for i in range(2) for j in range(2) if i != j]
-    assert L.shuffle_rank(a, p, theta).item() == pytest.approx(sum(terms) / 2, abs=1e-9)
+    assert L.shuffle_rank(a, p, theta, form="anchor").item() == pytest.approx(sum(terms) / 2, abs=1e-9)
     # a perfectly ranked pair costs almost nothing, a swapped one a lot
-    assert L.shuffle_rank(a, a, theta) < 1e-8 < 10 < L.shuffle_rank(a, a.flip(1), theta)
+    assert L.shuffle_rank(a, a, theta, form="anchor") < 1e-8 < 10 < L.shuffle_rank(a, a.flip(1), theta, form="anchor")
 
 
 def test_temporal_coherent_by_hand():
@@ -128,4 +128,118 @@ def test_temporal_coherent_by_hand():
            for b in range(3)]
     rows = [-math.log(math.exp(sim[b][b] / t) / sum(math.exp(sim[b][c] / t) for c in range(3))) for b in range(3)]
     cols = [-math.log(math.exp(sim[c][c] / t) / sum(math.exp(sim[b][c] / t) for b in range(3))) for c in range(3)]
-    assert L.temporal_coherent(e1, e2, t).item() == pytest.approx((sum(rows) + sum(cols)) / 6, abs=1e-9)
+    assert L.temporal_coherent(e1, e2, t, form="cross").item() == pytest.approx((sum(rows) + sum(cols)) / 6, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- the official formulas, written out
+def official_cvrl_loss(h1, h2, t):
+    """CVRL's loss as official/projects/video_ssl/losses/losses.py computes it (one replica): L2-normalise,
+    subtract LARGE_NUM on the self-similarity, logits [ab, aa] and [ba, bb], loss_a + loss_b."""
+    h1, h2 = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
+    n = len(h1)
+    labels = F.one_hot(torch.arange(n), 2 * n).to(h1.dtype)
+    mask = F.one_hot(torch.arange(n), n).to(h1.dtype)
+    aa, bb = h1 @ h1.T / t - 1e9 * mask, h2 @ h2.T / t - 1e9 * mask
+    ab, ba = h1 @ h2.T / t, h2 @ h1.T / t
+    loss_a = -(labels * torch.cat([ab, aa], 1).log_softmax(1)).sum(1).mean()
+    loss_b = -(labels * torch.cat([ba, bb], 1).log_softmax(1)).sum(1).mean()
+    return loss_a + loss_b
+
+
+def test_cvrl_loss_is_the_official_sum_of_two_directions():
+    g = torch.Generator().manual_seed(0)
+    h1, h2 = torch.randn(6, 16, generator=g, dtype=torch.float64), torch.randn(6, 16, generator=g, dtype=torch.float64)
+    official = official_cvrl_loss(h1, h2, 0.1)
+    assert L.nt_xent(h1, h2, 0.1, reduction="sum").item() == pytest.approx(official.item(), rel=1e-12)
+    assert L.nt_xent(h1, h2, 0.1).item() == pytest.approx(official.item() / 2, rel=1e-12)  # SimCLR's mean
+
+
+def test_the_cvrl_method_computes_the_official_loss():
+    from course_lib.methods import build_method
+    from course_lib.models import create_model
+
+    torch.manual_seed(0)
+    m = build_method("cvrl", create_model("r3d_vcop", width=0.125), size=24, hidden=32)
+    seen = []
+    m.projector.register_forward_hook(lambda mod, args, out: seen.append(out.detach()))
+    clips = torch.randint(0, 256, (4, 2, 3, 4, 28, 28), dtype=torch.uint8)
+    loss, _ = m({"clips": clips, "index": torch.arange(4)})
+    assert loss.item() == pytest.approx(official_cvrl_loss(seen[0].double(), seen[1].double(), 0.1).item(), rel=1e-5)
+    m_mean = build_method("cvrl", create_model("r3d_vcop", width=0.125), size=24, hidden=32, loss_sum=False)
+    assert m_mean.loss_sum is False
+
+
+def official_ranking_loss(anchor, cal, theta, cap):
+    """DualVar's calc_ranking_loss (model/simclr.py; model/moco.py without the cap), written with loops:
+    rows are the anchor's and the calibrated shuffled clip's segments; row r's positive is its pair."""
+    b, s = anchor.shape[:2]
+    values = []
+    for i in range(b):
+        f = torch.cat([anchor[i], cal[i]])  # 2S x D
+        sim = f @ f.T
+        for r in range(2 * s):
+            pos = (r + s) % (2 * s)
+            for c in range(2 * s):
+                if c in (r, pos):
+                    continue
+                d = (sim[r, c] - sim[r, pos]) / theta
+                d = min(float(d), cap) if cap is not None else float(d)
+                values.append(math.log(1 + math.exp(d)))
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("segments", [2, 3])
+@pytest.mark.parametrize("cap", [5.0, None])
+def test_shuffle_rank_is_the_official_matrix_form(segments, cap):
+    g = torch.Generator().manual_seed(segments)
+    a = F.normalize(torch.randn(3, segments, 8, generator=g, dtype=torch.float64), dim=2)
+    p = F.normalize(torch.randn(3, segments, 8, generator=g, dtype=torch.float64), dim=2)
+    theta = 0.05
+    got = L.shuffle_rank(a, p, theta, form="matrix", cap=cap).item()
+    assert got == pytest.approx(official_ranking_loss(a, p, theta, cap), rel=1e-10)
+    if cap is not None:  # random segments at theta 0.05 reach the cap: it changes the value
+        assert got != pytest.approx(official_ranking_loss(a, p, theta, None), rel=1e-3)
+
+
+def official_coherent_simclr(e1, e2, t):
+    """DualVar's calc_tc_contrast_loss: 2N clips (view-major), similarity = mean of the S x S segment dot
+    products, the self entry removed, the other view's clip positive, CE averaged over the 2N rows."""
+    clips = torch.cat([e1, e2])  # 2N x S x D
+    n = len(e1)
+    rows = []
+    for r in range(2 * n):
+        sims = [float(torch.einsum("id,jd->", clips[r], clips[c])) / (e1.shape[1] ** 2) for c in range(2 * n)]
+        pos = (r + n) % (2 * n)
+        others = [sims[c] for c in range(2 * n) if c != r]
+        rows.append(-sims[pos] / t + math.log(sum(math.exp(x / t) for x in others)))
+    return sum(rows) / len(rows)
+
+
+def test_temporal_coherent_is_the_official_simclr_form():
+    g = torch.Generator().manual_seed(1)
+    e1 = F.normalize(torch.randn(4, 2, 6, generator=g, dtype=torch.float64), dim=2)
+    e2 = F.normalize(torch.randn(4, 2, 6, generator=g, dtype=torch.float64), dim=2)
+    assert L.temporal_coherent(e1, e2, 0.07).item() == pytest.approx(official_coherent_simclr(e1, e2, 0.07), rel=1e-10)
+
+
+def test_temporal_coherent_is_the_official_moco_form():
+    """model/moco.py: pos = mean_ij q_i . k_j; negative m = mean_ij q_i . Q_m,j over the queue of past key
+    clips (each S segments laid end to end); CE with label 0, one direction."""
+    g = torch.Generator().manual_seed(2)
+    q = F.normalize(torch.randn(3, 2, 5, generator=g, dtype=torch.float64), dim=2)
+    k = F.normalize(torch.randn(3, 2, 5, generator=g, dtype=torch.float64), dim=2)
+    queue = F.normalize(torch.randn(7, 2, 5, generator=g, dtype=torch.float64), dim=2)
+    t = 0.07
+    expected = 0.0
+    for i in range(3):
+        pos = float(torch.einsum("id,jd->", q[i], k[i])) / 4
+        negs = [float(torch.einsum("id,jd->", q[i], queue[m])) / 4 for m in range(7)]
+        expected += (-pos / t + math.log(math.exp(pos / t) + sum(math.exp(x / t) for x in negs))) / 3
+    loss, logits = L.temporal_coherent_moco(q, k, queue.flatten(1), t)
+    assert loss.item() == pytest.approx(expected, rel=1e-10) and logits.shape == (3, 8)
+
+
+def test_a_queue_of_segments_normalises_each_segment():
+    queue = L.MoCoQueue(4, 6, parts=2)
+    queue.enqueue(torch.randn(3, 6) * 5)
+    assert torch.allclose(queue.keys.view(4, 2, 3).norm(dim=2), torch.ones(4, 2))

@@ -7,6 +7,9 @@ each augmented with temporally consistent spatial augmentation: random resized c
 and solarize as in the public code (blur always on clip 1, p = 0.1 on clip 2; solarize
 p = 0.2 on clip 2 only). A 3-layer MLP head (2048 wide, BN, ReLU) maps the backbone
 feature to 128-d, and the symmetric NT-Xent loss at temperature 0.1 contrasts the 2N clips.
+As in the official code (``official/projects/video_ssl/losses/losses.py``), the loss is the
+sum of its two directions, loss_a + loss_b, each a mean over N rows: twice SimCLR's mean
+over the 2N rows, which the paper's lr 0.32 goes with. ``loss_sum=False`` gives the mean.
 The paper's backbone is ``r3d_50``; any registered backbone works.
 """
 from __future__ import annotations
@@ -32,13 +35,13 @@ class CVRL(Method):
 
     def __init__(self, backbone: nn.Module, *, size: int = 224, augment: AugmentConfig = CVRL_AUGMENT,
                  blur2: float = 0.1, solarize2: float = 0.2, hidden: int = 2048, dim: int = 128,
-                 temperature: float = 0.1):
+                 temperature: float = 0.1, loss_sum: bool = True):
         super().__init__()
         self.backbone = backbone
         self.projector = mlp([backbone.feature_dim, hidden, hidden, hidden, dim], batch_norm=True)
         self.augment1 = VideoAugment(augment, size=size)
         self.augment2 = VideoAugment(augment, size=size, blur=blur2, solarize=solarize2)
-        self.temperature = temperature
+        self.temperature, self.loss_sum = temperature, loss_sum
 
     def forward(self, batch: dict):
         clips = batch["clips"]  # B x 2 x C x T x H x W uint8: the two clips of the interval sampler
@@ -47,5 +50,5 @@ class CVRL(Method):
         x1, x2 = self.augment1(clips[:, 0]), self.augment2(clips[:, 1])  # B x C x T x size x size, [0, 1]
         z1 = self.projector(self.backbone(normalize(x1)))  # B x dim
         z2 = self.projector(self.backbone(normalize(x2)))  # B x dim
-        loss = nt_xent(z1, z2, self.temperature)
+        loss = nt_xent(z1, z2, self.temperature, reduction="sum" if self.loss_sum else "mean")
         return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(z1, z2)}

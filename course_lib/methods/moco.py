@@ -4,7 +4,16 @@ Learning*, CVPR 2020; the MLP head of MoCo v2, Chen et al. 2020).
 The query clip goes through the backbone and projector; the key clip through a copy of
 both whose weights follow the online ones by an exponential moving average (momentum m).
 Negatives are the keys of earlier batches, kept in a queue, so their number does not
-depend on the batch size.
+depend on the batch size. The default temperature 0.07 is MoCo v1's; v2 uses 0.2.
+
+**Shuffling BN** (section 3.3 of the paper). With BatchNorm, a query and its positive key
+computed in the same batch share batch statistics, a signal the model can exploit instead
+of learning (the paper's "cheating"). The public code (``moco/builder.py``,
+``_batch_shuffle_ddp``) gives each GPU's key encoder a random subset of the global batch.
+``bn_groups`` does the same in one process: queries go through BatchNorm in ``bn_groups``
+consecutive groups, keys in as many groups of a shuffled batch, so a key's statistics come
+mostly from other videos than its query's. ``bn_groups=1`` turns it off (and is what a
+SyncBatchNorm run, where the shuffle changes nothing, amounts to).
 """
 from __future__ import annotations
 
@@ -36,8 +45,10 @@ class MoCo(Method):
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
                  dim: int = 128, queue: int | None = None, momentum: float = 0.999, temperature: float = 0.07,
-                 num_videos: int | None = None):
+                 bn_groups: int = 2, num_videos: int | None = None):
         super().__init__()
+        if bn_groups < 1:
+            raise ValueError(f"MoCo bn_groups must be >= 1, not {bn_groups}.")
         queue = queue or queue_length(65536, num_videos)
         self.backbone = backbone
         d = backbone.feature_dim
@@ -46,23 +57,38 @@ class MoCo(Method):
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.queue = MoCoQueue(queue, dim)
         self.augment = VideoAugment(augment, size=size)
-        self.momentum, self.temperature = momentum, temperature
+        self.momentum, self.temperature, self.bn_groups = momentum, temperature, bn_groups
+
+    def grouped(self, module: nn.Module, x: torch.Tensor, shuffle: bool = False) -> torch.Tensor:
+        """``module`` on x (B x ...) in ``bn_groups`` groups, each with its own BatchNorm statistics; with
+        ``shuffle`` the groups take a random permutation of x, and the output comes back in x's order."""
+        if self.bn_groups == 1 or len(x) < 2:
+            return module(x)
+        perm = torch.randperm(len(x), device=x.device) if shuffle else torch.arange(len(x), device=x.device)
+        out = torch.cat([module(part) for part in x[perm].chunk(self.bn_groups)])  # B x D, in perm's order
+        return out[perm.argsort()]
+
+    def query_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of the query clips x (B x C x T x H x W in [0, 1]), BatchNorm in groups."""
+        return self.grouped(self.backbone, normalize(x))  # B x D
 
     def contrast(self, f1: torch.Tensor, x2: torch.Tensor):
         """The MoCo loss of query features f1 (B x D, from the backbone) against keys of view x2; updates the queue.
 
-        Returns (loss, logits B x (1 + K)). DualVar calls this with its own backbone features.
+        Returns (loss, logits B x (1 + K), key backbone features B x D). DualVar calls this with
+        its own backbone features.
         """
         q = self.projector(f1)  # B x dim
         with torch.no_grad():
             momentum_update(self.key_backbone, self.backbone, self.momentum)
             momentum_update(self.key_projector, self.projector, self.momentum)
-            k = self.key_projector(self.key_backbone(normalize(x2)))  # B x dim
+            kf = self.grouped(self.key_backbone, normalize(x2), shuffle=True)  # B x D, shuffled BN
+            k = self.key_projector(kf)  # B x dim
         loss, logits = moco_loss(q, k, self.queue.keys.clone(), self.temperature)
         self.queue.enqueue(k)
-        return loss, logits
+        return loss, logits, kf
 
     def forward(self, batch: dict):
         x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
-        loss, logits = self.contrast(self.backbone(normalize(x1)), x2)
+        loss, logits, _ = self.contrast(self.query_features(x1), x2)
         return loss, {"loss": loss.item(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
