@@ -41,12 +41,14 @@ class AugmentConfig:
     jitter: float = 0.8  # probability of colour jitter
     brightness: float = 0.4
     contrast: float = 0.4
+    contrast_mean: str = "gray"  # "gray": each frame's mean luma (torchvision); "channel": each channel's clip mean (CVRL)
     saturation: float = 0.4
     hue: float = 0.1
     grayscale: float = 0.2  # probability
     blur: float = 0.0  # probability of Gaussian blur
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     blur_kernel: int = 0  # odd kernel size; 0: about a tenth of size
+    blur_padding: str = "reflect"  # "reflect" (torchvision) or "zeros" (CVRL's official TF code)
     solarize: float = 0.0  # probability
     solarize_threshold: float = 0.5
     consistent: bool = True  # one draw per clip (True) or per frame (False)
@@ -57,6 +59,18 @@ class AugmentConfig:
 
     def replace(self, **changes) -> "AugmentConfig":
         return replace(self, **changes)
+
+
+def crop_room(size: int) -> int:
+    """The frame size to decode when a size x size crop is taken on the device (the 112-of-128 ratio)."""
+    return round(size * 8 / 7)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size window of (..., H, W) frames (unchanged if they are that size already)."""
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top:top + size, left:left + size]
 
 
 # IIC: one random 112x112 crop shared by the clip, no flip, no colour (section 4.1 of the paper)
@@ -192,11 +206,15 @@ def adjust_brightness(x, f):
     return (x * _col(f, x)).clamp_(0, 1)
 
 
-def adjust_contrast(x, f):
-    """Blend with the mean luma of each frame (as torchvision), taken from the channel means."""
+def adjust_contrast(x, f, mean: str = "gray"):
+    """Blend with a mean: "gray", the mean luma of each frame (as torchvision), taken from the channel
+    means; "channel", each channel's mean over the whole clip (as tf.image.adjust_contrast on a clip
+    laid out as one image, CVRL's official ``video_ssl_preprocess_ops.py``)."""
+    if mean == "channel":
+        return _blend(x, x.mean(dim=(2, 3, 4), keepdim=True), f)  # N x C x 1 x 1 x 1
     m = x.mean(dim=(3, 4))  # N x C x T
-    mean = m[:, 0] * GRAY[0] + m[:, 1] * GRAY[1] + m[:, 2] * GRAY[2]  # N x T
-    return _blend(x, mean[:, None, :, None, None], f)
+    gray = m[:, 0] * GRAY[0] + m[:, 1] * GRAY[1] + m[:, 2] * GRAY[2]  # N x T
+    return _blend(x, gray[:, None, :, None, None], f)
 
 
 def adjust_saturation(x, f):
@@ -251,23 +269,26 @@ def adjust_hue(x, f):
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, contrast_mean: str = "gray") -> torch.Tensor:
     """Apply the four jitter ops to each clip in its own random order.
 
     factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4 permutations.
     Clips that share an order (24 are possible) go through the four ops as one batch.
     """
+    ops = list(JITTER_OPS)
+    if contrast_mean != "gray":
+        ops[1] = lambda v, f: adjust_contrast(v, f, contrast_mean)
     orders, group = order.unique(dim=0, return_inverse=True)
     if len(orders) == 1:  # one order for all (always so for a block of one clip): no regrouping
         for op in orders[0].tolist():
-            x = JITTER_OPS[op](x, factors[:, op])
+            x = ops[op](x, factors[:, op])
         return x
     out = torch.empty_like(x)
     for gi, perm in enumerate(orders.tolist()):
         idx = (group == gi).nonzero()[:, 0]
         y = x[idx]
         for op in perm:
-            y = JITTER_OPS[op](y, factors[idx, op])
+            y = ops[op](y, factors[idx, op])
         out.index_copy_(0, idx, y)
     return out
 
@@ -286,24 +307,32 @@ def gaussian_kernels(sigma: torch.Tensor, k: int) -> torch.Tensor:
     return w / w.sum(1, keepdim=True)
 
 
-def blur_matrices(sigma: torch.Tensor, k: int, size: int) -> torch.Tensor:
-    """N x size x size matrices M with (row @ M) = the row blurred with clip i's kernel, reflect-padded.
+def blur_matrices(sigma: torch.Tensor, k: int, size: int, padding: str = "reflect") -> torch.Tensor:
+    """N x size x size matrices M with (row @ M) = the row blurred with clip i's kernel.
 
-    Column j of M holds the kernel centred on pixel j; taps that fall off the edge are
-    reflected back inside (as padding mode "reflect" does), so padding costs nothing.
+    Column j of M holds the kernel centred on pixel j. Taps that fall off the edge are
+    reflected back inside ("reflect", as torchvision) or dropped ("zeros", zero padding as
+    CVRL's TF code), so padding costs nothing.
     """
     kern = gaussian_kernels(sigma, k)  # N x k
     j = torch.arange(size, device=sigma.device)
     src = j[None, :] + torch.arange(k, device=sigma.device)[:, None] - k // 2  # k x size: tap source pixel
-    src = src.abs()  # reflect at 0: -1 -> 1
-    src = torch.where(src > size - 1, 2 * (size - 1) - src, src)  # reflect at the end
+    weight = kern[:, :, None].expand(len(sigma), k, size)
+    if padding == "zeros":
+        inside = (src >= 0) & (src < size)
+        weight, src = weight * inside, src.clamp(0, size - 1)  # a tap off the edge adds 0
+    elif padding == "reflect":
+        src = src.abs()  # reflect at 0: -1 -> 1
+        src = torch.where(src > size - 1, 2 * (size - 1) - src, src)  # reflect at the end
+    else:
+        raise ValueError(f"blur padding {padding!r} is not reflect or zeros.")
     m = torch.zeros(len(sigma), size, size, device=sigma.device, dtype=kern.dtype)
-    m.scatter_add_(1, src[None].expand(len(sigma), k, size), kern[:, :, None].expand(len(sigma), k, size))
+    m.scatter_add_(1, src[None].expand(len(sigma), k, size), weight)
     return m
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
-    """Separable Gaussian blur with clip i's own sigma and reflect padding, as torchvision's.
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int, padding: str = "reflect") -> torch.Tensor:
+    """Separable Gaussian blur with clip i's own sigma and reflect padding, as torchvision's (or zero padding).
 
     Each axis is one batched matrix product with a banded matrix, which beats a grouped
     convolution with a different kernel per clip on the CPU.
@@ -311,9 +340,9 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
     n, c, t, h, w = x.shape
     if k // 2 >= min(h, w):
         raise ValueError(f"blur kernel {k} is too large for {h}x{w} frames.")
-    y = rearrange(x, "n c t h w -> n (c t h) w") @ blur_matrices(sigma, k, w).to(x.dtype)  # along W
+    y = rearrange(x, "n c t h w -> n (c t h) w") @ blur_matrices(sigma, k, w, padding).to(x.dtype)  # along W
     y = rearrange(y, "n (ct h) w -> n ct h w", h=h)
-    y = blur_matrices(sigma, k, h).to(x.dtype).transpose(1, 2)[:, None] @ y  # along H
+    y = blur_matrices(sigma, k, h, padding).to(x.dtype).transpose(1, 2)[:, None] @ y  # along H
     return rearrange(y, "n (c t) h w -> n c t h w", c=c)
 
 
@@ -333,9 +362,9 @@ def _where_some(x: torch.Tensor, on: torch.Tensor, fn) -> torch.Tensor:
 
 def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig) -> torch.Tensor:
     x = resized_crop(x, p["box"], cfg.size, p["flip"])  # a new float tensor, which the steps below may overwrite
-    x = _where_some(x, p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i]))
+    x = _where_some(x, p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i], cfg.contrast_mean))
     x = _where_some(x, p["gray"], lambda v, i: grayscale(v).expand_as(v).contiguous())  # later steps write into x
-    x = _where_some(x, p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel))
+    x = _where_some(x, p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel, cfg.blur_padding))
     x = _where_some(x, p["solarize"], lambda v, i: solarize(v, cfg.solarize_threshold))
     return x
 

@@ -243,7 +243,7 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     counted once by ``torch.utils.flop_counter`` (eager, fp32); ``achieved_tflops`` divides
     them by the measured step time and ``ceiling_fraction`` by the GPU's bf16 peak.
     """
-    from .experiment import crop_room
+    from .augment import crop_room
     from .methods import build_method, sampler_for
     from .models import create_model
     from .train import use_channels_last
@@ -283,5 +283,5 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
             "threads": torch.get_num_threads(), "amp": use_amp, "channels_last": channels_last, "compile": compile,
             "step_s": round(seconds, 4), "videos_per_s": round(batch / seconds, 2),
             "clips_per_s": round(batch * clips_per_video / seconds, 2),
-            "gflops_per_step": round(flops / 1e9, 4), "achieved_tflops": round(achieved, 4),
+            "gflops_per_step": round(flops / 1e9, 4), "achieved_tflops": float(f"{achieved:.4g}"),
             "peak_tflops": peak, "ceiling_fraction": round(achieved / peak, 4) if peak else None}

@@ -119,6 +119,14 @@ def _pretrain(args) -> int:
 
     if not args.method and not args.config:
         raise ValueError("give --method NAME (or a --config that sets method).")
+    if args.config and not args.method:
+        import yaml
+
+        from .experiment import config_path
+
+        if "method" not in (yaml.safe_load(config_path(args.config).read_text(encoding="utf-8")) or {}):
+            raise ValueError(f"{args.config}: sets no method; an evaluation config goes with evaluate --config "
+                             f"(or give --method).")
     cfg = RunConfig.default(method=args.method or "supervised").with_overrides(args.config, args.settings)
     if args.method and cfg.method != args.method:
         raise ValueError(f"--method {args.method} contradicts method: {cfg.method} of the config {args.config}.")
@@ -137,15 +145,14 @@ def _pretrain(args) -> int:
 def _evaluate(args) -> int:
     from pathlib import Path
 
-    from .experiment import RunConfig, evaluate
+    from .experiment import eval_config, evaluate
 
     if bool(args.checkpoint) == bool(args.random_init):
         raise ValueError("give exactly one of --checkpoint CKPT and --random-init.")
-    cfg = RunConfig.default().with_overrides(args.config, args.settings)
+    cfg = eval_config(args.protocol, args.checkpoint, args.config, args.settings)
     _say_mode()
-    result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint,
-                      out_dir=Path(args.out).with_suffix("") if args.protocol in ("finetune", "cvrl-linear") else None,
-                      progress=not args.no_progress)
+    result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint, out_dir=Path(args.out).with_suffix(""),
+                      progress=not args.no_progress, inherit=False)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result))
@@ -207,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--out", required=True, help="result JSON file")
-    p.add_argument("--config", help="YAML file of settings")
+    p.add_argument("--config", help="YAML file of settings, or a shipped config by name (e.g. cvrl_linear_eval_k600); "
+                                    "over the run's model and clips and the protocol's own defaults")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("settings", nargs="*", help="key=value overrides")
+    p.add_argument("settings", nargs="*", help="key=value overrides, e.g. eval_options.feature=iic")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment, train)")

@@ -1,19 +1,34 @@
-"""Evaluation protocols for frozen (or fine-tuned) video representations.
+"""Evaluation protocols for frozen (or fine-tuned) video representations, behind one table.
 
-* ``extract_features``: pooled backbone features of N evenly spaced clips per video, averaged.
-* ``retrieval``: every test video queries the training set by cosine similarity; a top-k
-  hit if any of the k nearest shares the label (the IIC / DualVar protocol), k in
-  {1, 5, 10, 20, 50}.
+``PROTOCOLS`` maps a name to a function ``(EvalContext, **options) -> dict``; its keyword
+options are the protocol's own (``RunConfig.eval_options``), and ``train_defaults`` the
+training settings a protocol that trains starts from (before a config file and ``key=value``
+overrides). The building blocks are public, for notebooks and research code:
+
+* ``eval_set``, ``train_clips``: the clips a protocol tests and trains on.
+* ``extract_features``, ``frozen_features``: clip-averaged features of N evenly spaced clips
+  per video: the backbone's pooled feature, or IIC's (``feature="iic"``: the last conv block's
+  output max-pooled (1, 2, 2) and flattened, from centre-cropped frames, as
+  ``retrieve_clips.py`` of BestJuly/IIC); RGB or residual input (``view``).
+* ``retrieval``: every test video queries the training set by cosine similarity; a top-k hit
+  if any of the k nearest shares the label (IIC, DualVar), k in {1, 5, 10, 20, 50}; optional
+  mean-centring (DualVar's public code: each set minus its own mean).
 * ``linear_probe``: a linear classifier on frozen, L2-normalised features.
 * ``knn``: a similarity-weighted k-nearest-neighbour vote (Wu et al., 2018).
-* ``finetune``: the whole network trained with labels, tested with averaged clip logits.
+* ``finetune``: the whole network trained with labels on randomly cropped (and flipped)
+  clips, tested on centre crops with averaged clip logits.
 * ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
-  feature of augmented training clips (crop area 0.3-1, flip), tested with N clips x 3
-  crops averaged.
+  feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip), tested with N
+  clips x 3 crops along the long side, softmax averaged.
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
   representation encodes (motion class versus shape or colour).
 """
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,37 +37,77 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .augment import AugmentConfig, VideoAugment, resized_crop
-from .methods.common import accuracy, normalize, to_float
+from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames
+from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler
+from .methods.common import accuracy, normalize
 
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
 
 
+FEATURES = ("pooled", "iic")
+VIEWS = ("rgb", "residual")
+
+
+def clip_features(backbone: nn.Module, clips: torch.Tensor, *, feature: str = "pooled", view: str = "rgb",
+                  size: int | None = None) -> torch.Tensor:
+    """Features of uint8 clips N x C x T x H x W: N x D.
+
+    ``feature="pooled"``: the backbone's pooled feature. ``feature="iic"``: its last feature map
+    max-pooled over (1, 2, 2) windows and flattened (IIC's ``return_conv``). Frames larger than
+    ``size`` are centre-cropped first; ``view="residual"`` feeds residual frames.
+    """
+    x = clips.float() / 255
+    if size and min(x.shape[-2:]) > size:
+        x = center_crop(x, size)
+    x = normalize(residual_frames(x) if view == "residual" else x)
+    if feature == "pooled":
+        return backbone(x)  # N x D
+    fmap = backbone(x, return_map=True)[1]  # N x C x t x h x w
+    return F.max_pool3d(fmap, (1, 2, 2), (1, 2, 2)).flatten(1) if min(fmap.shape[-2:]) >= 2 else fmap.flatten(1)
+
+
 @torch.no_grad()
-def extract_features(backbone: nn.Module, dataset, *, device="cpu", batch_size: int = 8,
-                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(features (N, D), labels (N,), video indices (N,)); features averaged over each video's clips."""
+def extract_features(backbone: nn.Module, dataset, *, device="cpu", batch_size: int = 8, num_workers: int = 0,
+                     feature: str = "pooled", view: str = "rgb", size: int | None = None,
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features (N, D), labels (N,), video indices (N,)); features averaged over each video's clips.
+
+    ``feature``, ``view`` and ``size`` as ``clip_features``.
+    """
+    if feature not in FEATURES or view not in VIEWS:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)} and view one of {', '.join(VIEWS)} "
+                         f"(got {feature!r}, {view!r}).")
     backbone = backbone.to(device).eval()
     feats, labels, index = [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         clips = batch["clips"].to(device)  # B x S x C x T x H x W
         b = clips.shape[0]
-        f = backbone(to_float(rearrange(clips, "b s c t h w -> (b s) c t h w")))  # (B*S) x D
+        f = clip_features(backbone, rearrange(clips, "b s c t h w -> (b s) c t h w"), feature=feature, view=view,
+                          size=size)  # (B*S) x D
         feats.append(rearrange(f, "(b s) d -> b s d", b=b).mean(1).float().cpu())
         labels.append(batch["label"])
         index.append(batch["index"])
     return torch.cat(feats), torch.cat(labels), torch.cat(index)
 
 
+CENTERING = ("none", "train", "each")
+
+
 def retrieval(train_feats, train_labels, test_feats, test_labels, *, ks=RETRIEVAL_KS,
-              center: bool = False) -> dict[str, float]:
+              center: str | bool = "none") -> dict[str, float]:
     """Top-k retrieval accuracy (%): test queries train by cosine similarity.
 
-    ``center=True`` subtracts the training mean first (DualVar's protocol).
+    ``center``: "none"; "train", both sets minus the training mean; "each", each set minus its
+    own mean (DualVar's public code, ``classifier.py`` ``test_retrieval``). ``True`` means "train".
     """
-    if center:
+    center = {True: "train", False: "none"}.get(center, center)
+    if center not in CENTERING:
+        raise ValueError(f"retrieval center {center!r} is not one of {', '.join(CENTERING)}.")
+    if center == "train":
         mean = train_feats.mean(0, keepdim=True)
         train_feats, test_feats = train_feats - mean, test_feats - mean
+    elif center == "each":
+        train_feats, test_feats = train_feats - train_feats.mean(0), test_feats - test_feats.mean(0)
     sim = F.normalize(test_feats, dim=1) @ F.normalize(train_feats, dim=1).T  # Q x N
     k_max = min(max(ks), len(train_labels))
     nearest = sim.topk(k_max, dim=1).indices  # Q x k
@@ -113,39 +168,42 @@ def classify(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8) ->
     return 100 * correct / total
 
 
+# fine-tuning's training clips: a random crop from larger frames and a horizontal flip, no colour changes
+FINETUNE_AUGMENT = AugmentConfig(crop="random", flip=0.5, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)
+
+
 def finetune(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, device=None,
-             progress: bool = True) -> dict:
-    """Train the whole network with labels (``course_lib.train``), then test with averaged clip logits."""
+             progress: bool = True, size: int | None = None, augment: AugmentConfig | None = FINETUNE_AUGMENT,
+             view: str = "rgb") -> dict:
+    """Train the whole network with labels (``course_lib.train``), then test with averaged clip logits.
+
+    With ``augment`` (and ``size``), training clips are cropped (and flipped) on the device from
+    the larger frames of ``train_set``; test clips larger than ``size`` are centre-cropped.
+    ``view="residual"`` trains and tests on residual frames.
+    """
     from .methods import Supervised
     from .train import train
 
-    model = Supervised(backbone, num_classes)
+    model = Supervised(backbone, num_classes, size=size, augment=augment if size else None, view=view)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),
             "train_acc_last_epoch": 100 * summary["final"]["acc"]}
 
 
-def three_crops(clips: torch.Tensor, size: int) -> torch.Tensor:
-    """Square crops of side min(H, W) at the start, centre and end of the longer axis, resized to size.
-
-    N x C x T x H x W uint8 -> 3 x N x C x T x size x size float in [0, 1].
-    """
-    n, _, _, h, w = clips.shape
-    s = min(h, w)
-    offsets = [0, (max(h, w) - s) // 2, max(h, w) - s]
-    boxes = [torch.tensor([[o, 0, s, s] if h > w else [0, o, s, s]] * n, device=clips.device) for o in offsets]
-    return torch.stack([resized_crop(clips, b, size) for b in boxes])
+# CVRL's linear evaluation (cvrl_linear_eval_k600.yaml): crop area 0.3-1, aspect 0.5-2, flip, no colour
+LINEAR_EVAL_AUGMENT = AugmentConfig(scale=(0.3, 1.0), ratio=(0.5, 2.0), flip=0.5, jitter=0.0, grayscale=0.0)
 
 
 class FrozenLinear(nn.Module):
     """A linear classifier on a frozen backbone's L2-normalised pooled feature (CVRL, section 4.1).
 
-    Training clips are augmented (random resized crop with area 0.3-1, flip); the backbone
-    stays in eval mode, so its batch-norm statistics do not move either.
+    Training clips are augmented (``LINEAR_EVAL_AUGMENT``); the backbone stays in eval mode, so
+    its batch-norm statistics do not move either. At test time every clip and crop is
+    classified and the softmax probabilities averaged, as the official evaluation does.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, size: int,
-                 augment: AugmentConfig = AugmentConfig(scale=(0.3, 1.0), jitter=0.0, grayscale=0.0)):
+                 augment: AugmentConfig = LINEAR_EVAL_AUGMENT):
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
         self.fc = nn.Linear(backbone.feature_dim, num_classes)
@@ -168,19 +226,178 @@ class FrozenLinear(nn.Module):
 
     @torch.no_grad()
     def logits(self, clips: torch.Tensor) -> torch.Tensor:
-        """uint8 B x S x C x T x H x W -> logits averaged over the S clips and 3 crops, B x K."""
+        """uint8 B x V x C x T x H x W (V views: clips x crops) -> log of the mean softmax over the views, B x K."""
         b = clips.shape[0]
-        crops = three_crops(rearrange(clips, "b s c t h w -> (b s) c t h w"), self.size)  # 3 x BS x C x T x H x W
-        out = torch.stack([self.fc(self.features(c)) for c in crops])  # 3 x BS x K
-        return rearrange(out, "k (b s) n -> b (k s) n", b=b).mean(1)
+        x = rearrange(clips, "b v c t h w -> (b v) c t h w").float() / 255
+        probs = self.fc(self.features(x)).softmax(1)  # (B*V) x K
+        return rearrange(probs, "(b v) k -> b v k", b=b).mean(1).log()
 
 
 def linear_eval(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, size: int, device=None,
                 progress: bool = True) -> dict:
-    """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test with clips x 3 crops."""
+    """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test on every view of ``test_set``."""
     from .train import train
 
     model = FrozenLinear(backbone, num_classes, size=size)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),
             "train_acc_last_epoch": 100 * summary["final"]["acc"]}
+
+
+# ----------------------------------------------------------------------------- the protocols, by name
+def eval_set(cfg, manifest: Manifest, split: str, *, frames: int | None = None, crops: int = 1) -> ClipDataset:
+    """``cfg.test_clips`` evenly spaced clips per video of one split: what protocols test on.
+
+    Frames are decoded square at ``frames`` px (default ``cfg.size``); with ``crops=3``, at a short
+    side of ``frames`` px, aspect kept, and cut into three square crops along the long side.
+    """
+    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
+    frames = frames or cfg.size
+    if crops == 3:
+        return ClipDataset(manifest, sampler, split=split, short_side=frames, crops=3)
+    return ClipDataset(manifest, sampler, split=split, size=(frames, frames))
+
+
+def train_clips(cfg, manifest: Manifest, size: int) -> ClipDataset:
+    """One random clip per training video, frames decoded at size x size (protocols that train)."""
+    return ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride), split="train",
+                       size=(size, size), seed=cfg.seed)
+
+
+def frozen_features(backbone: nn.Module, cfg, manifest: Manifest, device, *, feature: str = "pooled",
+                    view: str = "rgb") -> tuple:
+    """(train features, train labels, test features, test labels), clip-averaged, from ``eval_set``.
+
+    ``feature="iic"`` decodes frames at ``crop_room(cfg.size)`` and centre-crops them to ``cfg.size``
+    (IIC's 112 of 128 x 171).
+    """
+    frames = crop_room(cfg.size) if feature == "iic" else cfg.size
+    (a, ya, _), (b, yb, _) = (extract_features(backbone, eval_set(cfg, manifest, s, frames=frames), device=device,
+                                               num_workers=cfg.num_workers, feature=feature, view=view,
+                                               size=cfg.size) for s in ("train", "test"))
+    return a, ya, b, yb
+
+
+def frozen_scores(backbone: nn.Module, cfg, manifest: Manifest, *, device=None, ks: tuple[int, ...] = (1, 5, 10),
+                  feature: str = "pooled", view: str = "rgb", center: str = "none") -> dict:
+    """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction."""
+    from .runtime import get_device
+
+    a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device), feature=feature,
+                                   view=view)
+    return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks, center=center)}
+
+
+@dataclass
+class EvalContext:
+    """What a protocol works with: the backbone, the run config, the data, and where to write."""
+
+    backbone: nn.Module
+    cfg: Any  # a RunConfig
+    manifest: Manifest
+    device: torch.device
+    out: Path
+    progress: bool = True
+
+    def features(self, feature: str = "pooled", view: str = "rgb") -> tuple:
+        return frozen_features(self.backbone, self.cfg, self.manifest, self.device, feature=feature, view=view)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    run: Callable[..., dict]  # (EvalContext, **options) -> results
+    train_defaults: Callable[[Any], dict] = lambda cfg: {}  # RunConfig changes a training protocol starts from
+
+    @property
+    def options(self) -> list[str]:
+        return [n for n in inspect.signature(self.run).parameters if n != "ctx"]
+
+
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def protocol(name: str, **kwargs):
+    """Decorator: add ``fn(ctx, **options) -> dict`` to ``PROTOCOLS`` under ``name``."""
+
+    def add(fn):
+        PROTOCOLS[name] = Protocol(fn, **kwargs)
+        return fn
+
+    return add
+
+
+def check_eval_options(options: dict) -> None:
+    """ValueError naming the first eval option that no protocol takes."""
+    known = sorted({o for p in PROTOCOLS.values() for o in p.options})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"no protocol has the option {unknown[0]!r}; options: {', '.join(known)}.")
+
+
+def run_protocol(name: str, ctx: EvalContext, options: dict | None = None) -> dict:
+    """Run protocol ``name``; of ``options``, it takes the ones it has (the others belong to other protocols)."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; choose {', '.join(PROTOCOLS)}.")
+    options = options or {}
+    check_eval_options(options)
+    p = PROTOCOLS[name]
+    return p.run(ctx, **{k: v for k, v in options.items() if k in p.options})
+
+
+def _frozen(ctx: EvalContext, feature: str, merge: bool, view: str) -> tuple:
+    """Frozen features; ``merge`` concatenates the RGB and residual features (IIC's ``--merge``)."""
+    a, ya, b, yb = ctx.features(feature, view)
+    if merge:
+        other = "residual" if view == "rgb" else "rgb"
+        a2, _, b2, _ = ctx.features(feature, other)
+        a, b = torch.cat([a, a2], 1), torch.cat([b, b2], 1)
+    return a, ya, b, yb
+
+
+@protocol("retrieval")
+def _retrieval(ctx: EvalContext, *, feature: str = "pooled", view: str = "rgb", merge: bool = False,
+               center: str = "none") -> dict:
+    a, ya, b, yb = _frozen(ctx, feature, merge, view)
+    return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS, center=center), "feature": feature, "view": view,
+            "merge": merge, "center": center}
+
+
+@protocol("linear")
+def _linear(ctx: EvalContext, *, feature: str = "pooled", view: str = "rgb", merge: bool = False) -> dict:
+    return linear_probe(*_frozen(ctx, feature, merge, view))
+
+
+@protocol("knn")
+def _knn(ctx: EvalContext, *, feature: str = "pooled", view: str = "rgb", merge: bool = False, k: int = 20) -> dict:
+    return knn(*_frozen(ctx, feature, merge, view), k=k)
+
+
+@protocol("finetune")
+def _finetune(ctx: EvalContext, *, view: str = "rgb", flip: float = 0.5) -> dict:
+    """Random crops of ``cfg.size`` from frames decoded at ``crop_room(cfg.size)`` (and flips), then centre crops."""
+    cfg, room = ctx.cfg, crop_room(ctx.cfg.size)
+    result = finetune(ctx.backbone, train_clips(cfg, ctx.manifest, room), eval_set(cfg, ctx.manifest, "test",
+                                                                                   frames=room),
+                      cfg.train_config(), ctx.out, num_classes=len(ctx.manifest.classes), device=ctx.device,
+                      progress=ctx.progress, size=cfg.size, augment=replace(FINETUNE_AUGMENT, flip=flip), view=view)
+    return {**result, "view": view, "flip": flip}
+
+
+def _linear_eval_defaults(cfg) -> dict:
+    """CVRL's linear evaluation: SGD, lr 32 at batch 1024 (scaled to the batch), cosine, a linear warm-up
+    over the first 5% of the epochs (1,787 of 35,744 steps), no weight decay."""
+    return dict(optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine", lr=32 * cfg.batch_size / 1024,
+                warmup_epochs=cfg.epochs / 20)
+
+
+@protocol("cvrl-linear", train_defaults=_linear_eval_defaults)
+def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None) -> dict:
+    """Training clips at ``crop_room(size)``, cropped on the device; test frames at a short side of ``test_size``
+    (default ``crop_room(size)``, the official 256 for 224), three crops each."""
+    cfg, room = ctx.cfg, crop_room(ctx.cfg.size)
+    test_size = test_size or room
+    result = linear_eval(ctx.backbone, train_clips(cfg, ctx.manifest, room),
+                         eval_set(cfg, ctx.manifest, "test", frames=test_size, crops=3), cfg.train_config(), ctx.out,
+                         num_classes=len(ctx.manifest.classes), size=cfg.size, device=ctx.device,
+                         progress=ctx.progress)
+    return {**result, "test_size": test_size, "views_per_video": 3 * cfg.test_clips}

@@ -16,8 +16,10 @@ import torch
 import yaml
 
 from . import distributed
-from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler, builtin_dataset
-from .evaluate import RETRIEVAL_KS, extract_features, finetune, knn, linear_eval, linear_probe, retrieval
+from .data import ClipDataset, Manifest, builtin_dataset
+from .augment import crop_room
+from .evaluate import PROTOCOLS as PROTOCOL_TABLE
+from .evaluate import EvalContext, check_eval_options, run_protocol
 from .methods import build_method, check_options, list_methods, method_class, sampler_for
 from .models import create_model, input_problem, list_models, smallest_input
 from .runtime import get_device, parse_device, quick_mode
@@ -25,12 +27,7 @@ from .settings import SettingError, integer, mapping, number, one_of
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
 
 RUN_FILE = "run.json"
-PROTOCOLS = ("retrieval", "linear", "knn", "finetune", "cvrl-linear")
-
-
-def crop_room(size: int) -> int:
-    """The frame size to decode when a size x size crop is taken on the device (the 112-of-128 ratio)."""
-    return round(size * 8 / 7)
+PROTOCOLS = tuple(PROTOCOL_TABLE)
 
 
 def _device_setting(name: str, value):
@@ -60,12 +57,14 @@ class RunConfig(TrainConfig):
     warmup_epochs: float = 1.0
     device: str | None = None  # None: CUDA, else Apple MPS, else the CPU (runtime.get_device)
     options: dict = field(default_factory=dict)  # method settings, e.g. {intra: shuffle} for IIC
+    eval_options: dict = field(default_factory=dict)  # protocol settings, e.g. {feature: iic, merge: true}
 
     RULES = {
         **TrainConfig.RULES,
         "method": one_of(list_methods), "model": one_of(list_models), "width": number(above=0),
         "clip_len": integer(1), "stride": integer(1), "size": integer(1), "decode_size": integer(1, optional=True),
         "test_clips": integer(1), "device": _device_setting, "options": mapping(example="{intra: shuffle}"),
+        "eval_options": mapping(example="{center: each}"),
     }
 
     def check(self) -> None:
@@ -90,6 +89,10 @@ class RunConfig(TrainConfig):
             check_options(self.method, self.options)
         except ValueError as e:
             raise SettingError(f"setting options={self.options!r} is not allowed: {e}".rstrip(".") + ".") from None
+        try:
+            check_eval_options(self.eval_options)
+        except ValueError as e:
+            raise SettingError(f"setting eval_options={self.eval_options!r} is not allowed: {e}") from None
         problem = method_class(self.method).clip_problem(self.clip_len, self.options)
         if problem:
             raise SettingError(f"setting clip_len={self.clip_len} is not allowed: {problem}.")
@@ -134,10 +137,11 @@ class RunConfig(TrainConfig):
                 raise ValueError(f"setting {pair!r} is not key=value.")
             key, value = pair.split("=", 1)
             key, value = key.strip(), yaml.safe_load(value)
-            if key.startswith("options."):  # options.intra=shuffle sets one method option
-                options = dict(changes.get("options", cfg.options))
-                options[key.removeprefix("options.")] = value
-                key, value = "options", options
+            group = key.split(".", 1)[0]
+            if "." in key and group in ("options", "eval_options"):  # options.intra=shuffle sets one option
+                options = dict(changes.get(group, getattr(cfg, group)))
+                options[key.split(".", 1)[1]] = value
+                key, value = group, options
             changes[key] = value
         return cfg._changed(changes)
 
@@ -197,35 +201,6 @@ def comparison_runs(base: RunConfig) -> dict[str, tuple[str, RunConfig]]:
     }
 
 
-def eval_set(cfg: RunConfig, manifest: Manifest, split: str) -> ClipDataset:
-    """``cfg.test_clips`` evenly spaced clips per video of one split, frames at ``cfg.size``: what protocols test on."""
-    sampler = UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips)
-    return ClipDataset(manifest, sampler, split=split, size=(cfg.size, cfg.size))
-
-
-def train_clips(cfg: RunConfig, manifest: Manifest, size: int) -> ClipDataset:
-    """One random clip per training video, frames decoded at size x size (protocols that train)."""
-    return ClipDataset(manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride), split="train",
-                       size=(size, size), seed=cfg.seed)
-
-
-def frozen_features(backbone: torch.nn.Module, cfg: RunConfig, manifest: Manifest, device) -> tuple:
-    """(train features, train labels, test features, test labels), clip-averaged, from ``eval_set``."""
-    (a, ya, _), (b, yb, _) = (extract_features(backbone, eval_set(cfg, manifest, s), device=device,
-                                               num_workers=cfg.num_workers) for s in ("train", "test"))
-    return a, ya, b, yb
-
-
-def frozen_scores(backbone: torch.nn.Module, cfg: RunConfig, manifest: Manifest, *, device=None,
-                  ks: tuple[int, ...] = (1, 5, 10)) -> dict:
-    """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction.
-
-    Features: ``cfg.test_clips`` evenly spaced clips per video, averaged, frames at ``cfg.size``.
-    """
-    a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device))
-    return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks)}
-
-
 def load_manifest(data: str | os.PathLike | None) -> Manifest:
     return Manifest.load(data) if data else builtin_dataset(progress=False)
 
@@ -282,8 +257,9 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     return summary
 
 
-def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunConfig]:
-    """The backbone of a pretraining run, from its checkpoint and the run.json beside it."""
+def load_backbone(checkpoint: str | os.PathLike, *, weights: bool = True) -> tuple[torch.nn.Module | None, RunConfig]:
+    """The backbone of a pretraining run, from its checkpoint and the run.json beside it (the config alone,
+    with ``weights=False``)."""
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / CHECKPOINT
@@ -292,6 +268,8 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunCo
         raise ValueError(f"{run_file}: not found; a checkpoint needs the run.json that pretrain writes beside it.")
     saved = json.loads(run_file.read_text(encoding="utf-8"))
     cfg = RunConfig(**{k: v for k, v in saved.items() if k in {f.name for f in fields(RunConfig)}})
+    if not weights:
+        return None, cfg
     backbone = backbone_from(cfg)
     state = load_checkpoint(checkpoint)["method"]
     weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
@@ -299,16 +277,42 @@ def load_backbone(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, RunCo
     return backbone, cfg
 
 
+def eval_config(protocol: str, checkpoint: str | os.PathLike | None = None, config: str | None = None,
+                pairs: list[str] = ()) -> RunConfig:
+    """The settings of an evaluation, in layers, each over the last: the defaults; the pretraining
+    run's model, clips and ``eval_options`` (from ``checkpoint``); the protocol's own training
+    defaults (``evaluate.PROTOCOLS``: CVRL's SGD at lr 32 for ``cvrl-linear``); a config file;
+    ``key=value`` pairs. What the command line's ``evaluate`` runs with."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
+    cfg = RunConfig.default()
+    if checkpoint:
+        trained = load_backbone(checkpoint, weights=False)[1]
+        cfg = replace(cfg, **{k: getattr(trained, k) for k in INHERITED}, eval_options=dict(trained.eval_options))
+    cfg = replace(cfg, **PROTOCOL_TABLE[protocol].train_defaults(cfg))
+    return cfg.with_overrides(config, pairs)
+
+
+# what an evaluation takes from the pretraining run: the backbone and the clips it was trained on
+INHERITED = ("model", "width", "clip_len", "stride", "size")
+
+
 def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str | None = None,
-             out_dir: str | os.PathLike | None = None, progress: bool = True) -> dict:
-    """Run one protocol ("retrieval", "linear", "knn", "finetune", "cvrl-linear") and return its result dict."""
+             out_dir: str | os.PathLike | None = None, progress: bool = True, inherit: bool = True) -> dict:
+    """Run one protocol of ``evaluate.PROTOCOLS`` and return its result dict.
+
+    The backbone comes from ``checkpoint`` (its model and width always), or is a random init. With
+    ``inherit``, the clips (length, stride, size) are the pretraining run's too; the command line
+    resolves every setting with ``eval_config`` first and passes ``inherit=False``. Protocol
+    options come from ``cfg.eval_options``.
+    """
     if protocol not in PROTOCOLS:  # before any loading or feature extraction
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
     cfg.check()
     if checkpoint:
         backbone, trained = load_backbone(checkpoint)
-        cfg = replace(cfg, model=trained.model, width=trained.width, clip_len=trained.clip_len,
-                      stride=trained.stride, size=trained.size)
+        keys = INHERITED if inherit else ("model", "width")
+        cfg = replace(cfg, **{k: getattr(trained, k) for k in keys})
     else:
         torch.manual_seed(cfg.seed)
         backbone = backbone_from(cfg)
@@ -316,23 +320,6 @@ def evaluate(protocol: str, cfg: RunConfig, data: str | None, *, checkpoint: str
     device = get_device(cfg.device)
     result = {"protocol": protocol, "checkpoint": str(checkpoint) if checkpoint else "random-init",
               "data": str(manifest.root), "model": cfg.model, "width": cfg.width}
-    if protocol == "finetune":
-        result.update(finetune(backbone, train_clips(cfg, manifest, cfg.size), eval_set(cfg, manifest, "test"),
-                               cfg.train_config(), Path(out_dir or "runs/finetune"),
-                               num_classes=len(manifest.classes), device=device, progress=progress))
-        return result
-    if protocol == "cvrl-linear":  # CVRL's linear evaluation; its lr 32 at batch 1024, scaled to our batch
-        tc = replace(cfg.train_config(), optimizer="sgd", momentum=0.9, weight_decay=0.0, schedule="cosine",
-                     lr=32 * cfg.batch_size / 1024, warmup_epochs=0)
-        result.update(linear_eval(backbone, train_clips(cfg, manifest, crop_room(cfg.size)),
-                                  eval_set(cfg, manifest, "test"), tc, Path(out_dir or "runs/cvrl-linear"),
-                                  num_classes=len(manifest.classes), size=cfg.size, device=device, progress=progress))
-        return result
-    ftr, ytr, fte, yte = frozen_features(backbone, cfg, manifest, device)
-    if protocol == "retrieval":
-        result.update(retrieval(ftr, ytr, fte, yte, ks=RETRIEVAL_KS))
-    elif protocol == "linear":
-        result.update(linear_probe(ftr, ytr, fte, yte))
-    else:
-        result.update(knn(ftr, ytr, fte, yte))
+    ctx = EvalContext(backbone, cfg, manifest, device, Path(out_dir or f"runs/{protocol}"), progress)
+    result.update(run_protocol(protocol, ctx, cfg.eval_options))
     return result

@@ -70,6 +70,7 @@ class TrainConfig(Checked):
     optimizer: str = "sgd"  # a key of OPTIMIZERS: "sgd" (momentum) or "adamw"
     momentum: float = 0.9  # SGD
     weight_decay: float = 1e-4
+    weight_decay_on: str = "all"  # "all" parameters, or "kernels": conv and linear weights only (CVRL's code)
     schedule: str = "cosine"  # a key of SCHEDULES: "cosine", "multistep" or "constant"
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
@@ -84,7 +85,7 @@ class TrainConfig(Checked):
 
     RULES = {
         "epochs": integer(1), "batch_size": integer(1), "lr": number(above=0, example="0.001"),
-        "optimizer": one_of(lambda: OPTIMIZERS), "momentum": number(0, 1), "weight_decay": number(0),
+        "optimizer": one_of(lambda: OPTIMIZERS), "momentum": number(0, 1), "weight_decay": number(0), "weight_decay_on": one_of(("all", "kernels")),
         "schedule": one_of(lambda: SCHEDULES), "warmup_epochs": number(0),
         "milestones": int_list(0, example="[120, 160]"), "gamma": number(above=0),
         "num_workers": integer(0), "seed": integer(0, 2 ** 32 - 1), "amp": flag(), "channels_last": flag(),
@@ -101,6 +102,12 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` over ``params``; with ``weight_decay_on="kernels"`` only tensors of two or more
+    dimensions (convolution and linear weights) decay, not biases or BatchNorm's scale and shift."""
+    params = list(params)
+    if cfg.weight_decay_on == "kernels":
+        params = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     return OPTIMIZERS[cfg.optimizer](params, cfg)
 
 

@@ -218,3 +218,43 @@ def test_reverse_and_residual_frames():
     r = A.residual_frames(x)[0, 0, :, 0, 0]
     # (x_t - x_{t-1} + 1) / 2, with frame 0 compared to the last frame (wrap-around, as IIC's roll)
     torch.testing.assert_close(r, torch.tensor([(0 - 0.4 + 1) / 2] + [(0.1 + 1) / 2] * 4))
+
+
+def test_cvrl_contrast_blends_with_each_channels_clip_mean():
+    """tf.image.adjust_contrast on a clip laid out as one image (CVRL's video_ssl_preprocess_ops.py):
+    (x - mean_c) * f + mean_c, mean_c over every pixel of every frame of channel c, clipped to [0, 1]."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 4, 9, 7, generator=g)
+    f = torch.tensor([0.3, 1.0, 1.7])
+    mean = x.mean(dim=(2, 3, 4), keepdim=True)
+    expected = ((x - mean) * f.view(3, 1, 1, 1, 1) + mean).clamp(0, 1)
+    torch.testing.assert_close(A.adjust_contrast(x, f, "channel"), expected)
+    assert not torch.allclose(A.adjust_contrast(x, f), expected)  # torchvision's per-frame luma is another mean
+
+
+def test_zero_padded_blur_is_a_convolution_with_zero_padding():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 2, 12, 10, generator=g)
+    sigma, k = torch.tensor([0.8, 1.7]), 7
+    kern = A.gaussian_kernels(sigma, k)  # N x k
+    expected = []
+    for i in range(2):
+        planes = x[i].reshape(-1, 1, 12, 10)
+        w = kern[i]
+        y = torch.nn.functional.conv2d(planes, w.view(1, 1, 1, k), padding=(0, k // 2))
+        y = torch.nn.functional.conv2d(y, w.view(1, 1, k, 1), padding=(k // 2, 0))
+        expected.append(y.reshape(3, 2, 12, 10))
+    torch.testing.assert_close(A.gaussian_blur(x, sigma, k, "zeros"), torch.stack(expected))
+    edge = A.gaussian_blur(torch.ones(1, 3, 1, 12, 10), sigma[:1], k, "zeros")
+    assert edge[0, 0, 0, 0, 0] < 0.9 < edge[0, 0, 0, 6, 5]  # zero padding darkens the border, reflect does not
+    assert torch.allclose(A.gaussian_blur(torch.ones(1, 3, 1, 12, 10), sigma[:1], k), torch.ones(1, 3, 1, 12, 10))
+
+
+def test_cvrl_augmentation_takes_the_official_contrast_and_blur():
+    from course_lib.methods.cvrl import CVRL_AUGMENT
+
+    assert (CVRL_AUGMENT.contrast_mean, CVRL_AUGMENT.blur_padding) == ("channel", "zeros")
+    assert CVRL_AUGMENT.replace(size=224).kernel == 23  # kernel_size = 224 // 10, radius 11: 23 taps
+    clips = torch.randint(0, 256, (4, 3, 4, 40, 40), dtype=torch.uint8)
+    out = A.augment(clips, CVRL_AUGMENT.replace(size=32), torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 4, 32, 32) and 0 <= out.min() and out.max() <= 1

@@ -14,21 +14,37 @@ EXPECTED = {
                            optimizer="sgd", lr=0.01, weight_decay=1e-4, schedule="multistep",
                            milestones=[45, 90, 125, 160], gamma=0.2,
                            options={"view2": "residual", "intra": "repeat", "intra_grad": True, "negatives": 1024, "temperature": 0.07,
-                                    "bank_momentum": 0.5}),
+                                    "bank_momentum": 0.5},
+                           eval_options={"feature": "iic", "merge": True}),
     "cvrl_r3d50_k400": dict(method="cvrl", model="r3d_50", clip_len=16, stride=2, size=224, epochs=200,
                             batch_size=1024, optimizer="sgd", lr=0.32, weight_decay=1e-6, schedule="cosine",
+                            weight_decay_on="kernels", warmup_epochs=5,
                             options={"interval": "decreasing", "power": 1.0, "temperature": 0.1, "hidden": 2048,
-                                     "dim": 128, "blur2": 0.1, "solarize2": 0.2}),
+                                     "dim": 128, "blur2": 0.1, "solarize2": 0.2, "loss_sum": True}),
     "dualvar_r21d_simclr_ucf101": dict(method="dualvar", model="r21d_vcop", clip_len=16, stride=4, size=112,
                                        epochs=200, batch_size=64, optimizer="sgd", lr=0.003, weight_decay=1e-4,
                                        schedule="multistep", milestones=[120, 160], gamma=0.1,
                                        options={"base": "simclr", "segments": 2, "segment_dim": 64, "dim": 128,
-                                                "temperature": 0.07, "theta": 0.05, "rank": True, "coherent": True}),
+                                                "temperature": 0.07, "theta": 0.05, "rank": True, "coherent": True,
+                                                "rank_form": "matrix", "rank_cap": 5.0, "coherent_form": "nt_xent",
+                                                "reverse": 0.5},
+                                       eval_options={"center": "each"}),
+    # evaluation configs: CVRL's linear evaluation, IIC's and DualVar's fine-tuning
+    "cvrl_linear_eval_k600": dict(clip_len=32, stride=2, size=224, test_clips=10, epochs=100, batch_size=1024,
+                                  optimizer="sgd", lr=32.0, momentum=0.9, weight_decay=0.0, schedule="cosine",
+                                  warmup_epochs=5, eval_options={"test_size": 256}),
+    "iic_finetune_ucf101": dict(clip_len=16, stride=1, size=112, test_clips=10, epochs=150, batch_size=16,
+                                optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                                eval_options={"view": "residual", "flip": 0.0}),
+    "dualvar_finetune_ucf101": dict(clip_len=16, stride=2, size=112, test_clips=10, epochs=100, batch_size=16,
+                                    optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, schedule="multistep",
+                                    milestones=[30, 60, 80], gamma=0.1, eval_options={"flip": 0.5}),
 }
 EXPECTED["cvrl_r3d50_k600"] = EXPECTED["cvrl_r3d50_k400"]
 EXPECTED["dualvar_r21d_simclr_k400"] = EXPECTED["dualvar_r21d_simclr_ucf101"]
 moco = {**EXPECTED["dualvar_r21d_simclr_ucf101"]}
-moco["options"] = {**moco["options"], "base": "moco", "queue": 16384, "momentum": 0.999}
+moco["options"] = {**moco["options"], "base": "moco", "queue": 16384, "momentum": 0.999, "rank_cap": None,
+                  "coherent_form": "queue"}
 EXPECTED["dualvar_r21d_moco_ucf101"] = EXPECTED["dualvar_r21d_moco_k400"] = moco
 # the small-scale settings that make a paper config run on the built-in dataset in seconds
 SMALL = ["width=0.125", "clip_len=4", "size=28", "batch_size=4", "epochs=1", "steps_per_epoch=1", "num_workers=0",
@@ -44,14 +60,16 @@ def test_config_carries_the_paper_settings(name):
     cfg = RunConfig.default(quick=False).with_overrides(name)
     for key, value in EXPECTED[name].items():
         got = getattr(cfg, key)
-        if key == "options":
+        if key in ("options", "eval_options"):
             assert got == value, name  # exactly these method settings, nothing else
         else:
             assert got == pytest.approx(value) if isinstance(value, float) else got == value, f"{name}: {key}"
     assert cfg.train_config().milestones == list(cfg.milestones)
+    if "method" not in EXPECTED[name]:  # an evaluation config
+        return
     # the options are the method's own: build it (a small backbone) and check that they arrived
     method = build_method(cfg.method, create_model(cfg.model, width=0.125), num_videos=32, size=cfg.size, **cfg.options)
-    assert method.temperature == cfg.options["temperature"]
+    assert method.temperature == cfg.options["temperature"]  # every option's path: tests/test_registry.py
 
 
 def test_r3d50_and_r21d_are_the_paper_sizes():
@@ -75,7 +93,33 @@ def test_config_runs_on_the_builtin_dataset_with_overrides(name, synth_quick, tm
 
 def test_config_errors(tmp_path, capsys):
     assert main(["pretrain", "--config", "no_such_config", "--out", str(tmp_path / "x")]) == 2
-    assert "no_such_config: config file not found (shipped configs: cvrl_r3d50_k400" in capsys.readouterr().err
+    assert "no_such_config: config file not found (shipped configs: cvrl_linear_eval_k600, cvrl_r3d50_k400" in capsys.readouterr().err
     assert main(["pretrain", "--method", "simclr", "--config", "iic_r3d_ucf101", "--out", str(tmp_path / "x")]) == 2
     assert "--method simclr contradicts method: iic" in capsys.readouterr().err
     assert config_path("iic_r3d_ucf101").name == "iic_r3d_ucf101.yaml"
+
+
+def test_evaluation_configs_layer_over_the_run_and_the_protocol(tmp_path, synth_quick, capsys):
+    """evaluate's settings: defaults < the run's model, clips and eval_options < the protocol's training
+    defaults < a config file < key=value."""
+    from course_lib.experiment import eval_config
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--config", "iic_r3d_ucf101", "--data", str(synth_quick.root), "--out", str(run),
+                 "--no-progress", *SMALL, "options.negatives=8"]) == 0
+    cfg = eval_config("retrieval", run)
+    assert (cfg.model, cfg.width, cfg.clip_len, cfg.size) == ("r3d_vcop", 0.125, 4, 28)
+    assert cfg.eval_options == {"feature": "iic", "merge": True}  # the IIC config's retrieval
+    lin = eval_config("cvrl-linear", run)
+    assert (lin.optimizer, lin.weight_decay, lin.lr) == ("sgd", 0.0, pytest.approx(32 * lin.batch_size / 1024))
+    paper = eval_config("cvrl-linear", run, "cvrl_linear_eval_k600", ["epochs=2"])
+    assert (paper.clip_len, paper.size, paper.lr, paper.epochs, paper.eval_options["test_size"]) == (32, 224, 32.0, 2, 256)
+    ft = eval_config("finetune", run, "iic_finetune_ucf101", ["clip_len=4", "size=28"])
+    assert (ft.lr, ft.weight_decay, ft.epochs, ft.eval_options["view"]) == (1e-3, 5e-4, 150, "residual")
+    out = tmp_path / "retrieval.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--protocol", "retrieval", "--data", str(synth_quick.root),
+                 "--out", str(out), "--no-progress", "test_clips=1", "num_workers=0"]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert (result["feature"], result["merge"]) == ("iic", True)
+    assert main(["pretrain", "--config", "iic_finetune_ucf101", "--out", str(tmp_path / "x")]) == 2
+    assert "sets no method" in capsys.readouterr().err

@@ -132,9 +132,11 @@ def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick):
         "method=cvrl", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=1", "num_workers=0",
         "options.interval=uniform", "options.hidden=64"])
     assert pretrain(cfg, str(synth_quick.root), tmp_path / "cvrl", progress=False)["epochs_done"] == 1
-    from course_lib.experiment import evaluate
-    r = evaluate("cvrl-linear", cfg.with_overrides(None, ["test_clips=2"]), str(synth_quick.root),
-                 checkpoint=str(tmp_path / "cvrl"), out_dir=tmp_path / "lin", progress=False)
+    from course_lib.experiment import eval_config, evaluate
+    lin = eval_config("cvrl-linear", tmp_path / "cvrl", pairs=["test_clips=2", "epochs=1", "steps_per_epoch=1",
+                                                             "num_workers=0"])
+    r = evaluate("cvrl-linear", lin, str(synth_quick.root), checkpoint=str(tmp_path / "cvrl"), out_dir=tmp_path / "lin",
+                 progress=False)
     assert 0 <= r["test_acc"] <= 100 and (tmp_path / "lin" / "checkpoint.pt").exists()
     assert json.loads((tmp_path / "lin" / "summary.json").read_text())["config"]["optimizer"] == "sgd"
     with pytest.raises(ValueError, match="method simclr has no option .interval."):

@@ -77,12 +77,65 @@ def test_features_average_the_clips_of_each_video(synth_quick):
     torch.testing.assert_close(feats[2], manual, rtol=1e-4, atol=1e-5)
 
 
-def test_three_crops_cover_the_long_axis():
-    from course_lib.evaluate import three_crops
-    x = torch.arange(12.0).view(1, 1, 1, 1, 12).expand(2, 3, 4, 6, 12).contiguous()  # column j holds j
-    crops = three_crops((x * 10).byte(), 6)  # 3 x 2 x 3 x 4 x 6 x 6
-    cols = (crops[:, 0, 0, 0, 0] * 255 / 10).round()
-    assert cols.tolist() == [[0, 1, 2, 3, 4, 5], [3, 4, 5, 6, 7, 8], [6, 7, 8, 9, 10, 11]]
+@pytest.mark.parametrize("height, width", [(32, 80), (72, 40)])  # landscape and portrait
+def test_three_test_crops_differ_and_cover_the_frame(tmp_path, height, width):
+    """CVRL's test views: frames at a short side of 24 px, aspect kept, three 24 x 24 crops at the start,
+    centre and end of the long side; together they cover every pixel of the frame."""
+    from course_lib.data import Manifest, VideoEntry
+    from course_lib.evaluate import eval_set
+    from course_lib.experiment import RunConfig
+    from course_lib.video import write_video
+
+    g = np.random.default_rng(0)
+    write_video(tmp_path / "a" / "v.mp4", g.integers(0, 256, (20, height, width, 3), dtype=np.uint8), crf=0)
+    manifest = Manifest(tmp_path, ["a"], [VideoEntry("a/v.mp4", "a", "test", 20, 25.0)])
+    cfg = RunConfig.default(quick=True, clip_len=4, test_clips=2, size=24)
+    views = eval_set(cfg, manifest, "test", frames=24, crops=3)[0]["clips"]  # 6 x 3 x 4 x 24 x 24
+    full = ClipDataset(manifest, UniformClipSampler(clip_len=4, num_clips=2), split="test", short_side=24)[0]["clips"]
+    long = max(full.shape[-2:])
+    assert views.shape == (6, 3, 4, 24, 24) and long > 24
+    covered = torch.zeros(long, dtype=torch.bool)
+    for k, offset in enumerate((0, round(long / 2 - 12), long - 24)):
+        part = full[..., offset:offset + 24, :] if height > width else full[..., offset:offset + 24]
+        assert torch.equal(views[k::3], part)  # crop k of every clip
+        covered[offset:offset + 24] = True
+    assert covered.all()
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        assert (views[i::3].float() - views[j::3].float()).abs().max() > 0  # three different views
+
+
+def test_iic_feature_is_the_max_pooled_last_map_of_centre_crops():
+    """retrieve_clips.py of BestJuly/IIC: MaxPool3d((1, 2, 2)) on the last conv block, flattened, from the
+    centre 112 of 128 x 171 frames; --merge concatenates the RGB and residual features."""
+    from course_lib.evaluate import clip_features
+
+    torch.manual_seed(0)
+    bb = create_model("r3d_vcop", width=0.125).eval()
+    clips = torch.randint(0, 256, (2, 3, 8, 37, 37), dtype=torch.uint8)
+    x = clips.float()[..., 2:34, 2:34] / 255  # the centre 32 x 32
+    from course_lib.methods.common import normalize
+    with torch.no_grad():
+        fmap = bb(normalize(x), return_map=True)[1]  # 2 x 64 x 1 x 2 x 2
+        expected = torch.nn.functional.max_pool3d(fmap, (1, 2, 2)).flatten(1)
+        got = clip_features(bb, clips, feature="iic", size=32)
+        res = clip_features(bb, clips, feature="iic", view="residual", size=32)
+        diff = (x - torch.roll(x, 1, dims=2) + 1) / 2
+        res_expected = torch.nn.functional.max_pool3d(bb(normalize(diff), return_map=True)[1], (1, 2, 2)).flatten(1)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(res, res_expected)
+    assert got.shape == (2, fmap.shape[1] * fmap.shape[2]) and not torch.allclose(got, res, atol=1e-3)
+
+
+def test_retrieval_centres_each_set_on_its_own_mean():
+    """DualVar's test_retrieval: test features minus the test mean, train features minus the train mean."""
+    xtr, ytr = separable(60)
+    xte, yte = separable(30, seed=4)
+    shift = torch.full((1, xtr.shape[1]), 25.0)
+    got = retrieval(xtr, ytr, xte + shift, yte, center="each")  # only the test set is offset
+    assert got == retrieval(xtr - xtr.mean(0), ytr, xte - xte.mean(0), yte)
+    assert got != retrieval(xtr, ytr, xte + shift, yte, center="train")
+    with pytest.raises(ValueError, match="center 'both'"):
+        retrieval(xtr, ytr, xte, yte, center="both")
 
 
 def test_frozen_linear_trains_only_the_classifier_and_keeps_bn_frozen():
@@ -99,3 +152,36 @@ def test_frozen_linear_trains_only_the_classifier_and_keeps_bn_frozen():
     assert m.fc.weight.grad is not None
     assert all(torch.equal(a, b) for a, b in zip(stats, bb.buffers()))
     assert m.logits(batch["clips"]).shape == (4, 8)
+
+
+def test_finetune_clips_are_randomly_cropped_and_flipped_and_test_clips_centre_cropped():
+    from course_lib.evaluate import FINETUNE_AUGMENT
+    from course_lib.methods import Supervised
+    from course_lib.methods.common import MEAN, STD
+
+    torch.manual_seed(0)
+    bb = create_model("r3d_vcop", width=0.125)
+    model = Supervised(bb, 4, size=24, augment=FINETUNE_AUGMENT)
+    seen = []
+    bb.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    ramp = (torch.arange(28 * 28).view(28, 28) % 251).to(torch.uint8)  # every pixel tells where it is
+    clips = ramp.expand(16, 1, 3, 2, 28, 28).contiguous()
+    model.train()
+    model({"clips": clips, "label": torch.zeros(16, dtype=torch.long)})
+    model.eval()
+    model.logits(clips)
+    mean, std = torch.tensor(MEAN).view(3, 1, 1, 1), torch.tensor(STD).view(3, 1, 1, 1)
+    train_in, test_in = (((x * std + mean) * 255).round()[:, 0, 0] for x in seen)  # N x 24 x 24: channel 0, frame 0
+    windows = {(i, j): ramp[i:i + 24, j:j + 24].float() for i in range(5) for j in range(5)}
+    offsets, flips = set(), 0
+    for v in train_in:
+        match = [(k, f) for k, w in windows.items() for f in (False, True) if torch.equal(v, w.flip(-1) if f else w)]
+        assert len(match) == 1  # a 24 x 24 window of the 28 x 28 frame, flipped or not
+        offsets.add(match[0][0])
+        flips += match[0][1]
+    assert len(offsets) > 3 and 0 < flips < 16  # random crops, about half of them flipped
+    assert all(torch.equal(v, windows[(2, 2)]) for v in test_in)  # test: the centre crop
+    residual = Supervised(bb, 4, size=24, view="residual").eval()
+    seen.clear()
+    residual.logits(clips)
+    assert torch.allclose(seen[0] * std[None] + mean[None], torch.full_like(seen[0], 0.5), atol=1e-5)  # a still clip

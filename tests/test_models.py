@@ -64,11 +64,17 @@ def test_parameter_counts_of_the_papers(name, millions):
     assert abs(params - millions) / millions < 0.01  # CVRL's R3D-50 and DualVar's R(2+1)D
 
 
-def test_r3d50_keeps_time_and_uses_cvrl_temporal_kernels():
+def test_r3d50_halves_time_in_the_stem_only_and_uses_cvrl_temporal_kernels():
+    """The official cvrl_pretrain_k600_200ep.yaml: stem temporal kernel 5, stride 2; pool temporal stride 1."""
     model = create_model("r3d_50", width=0.125)
-    _, fmap = model(torch.randn(1, 3, 16, 64, 64), return_map=True)
-    assert fmap.shape[2] == 16  # no temporal down-sampling
-    assert model.stem[0].kernel_size == (5, 7, 7)
+    x = torch.randn(1, 3, 16, 64, 64)
+    _, fmap = model(x, return_map=True)
+    assert model.stem(x).shape[2] == 8 and fmap.shape[2] == 8  # 16 frames -> 8 time steps, then kept
+    assert model.stem[0].kernel_size == (5, 7, 7) and model.stem[0].stride == (2, 2, 2)
+    assert model.stem[3].stride == (1, 2, 2)
+    full = complexity(create_model("r3d_50"), (1, 3, 16, 224, 224))["gflops"]
+    every_step = complexity(create_model("r3d_50", stem_temporal_stride=1), (1, 3, 16, 224, 224))["gflops"]
+    assert full == pytest.approx(every_step / 2, rel=0.01)  # half the compute
     kernels = [stage[0].conv_a.kernel_size[0] for stage in (model.res2, model.res3, model.res4, model.res5)]
     assert kernels == [1, 1, 3, 3]
 

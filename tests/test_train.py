@@ -141,3 +141,22 @@ def test_performance_switches_change_no_number_and_can_resume(tmp_path, synth_qu
     summary = train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), same,
                     tmp_path / "a", progress=False)
     assert summary["epochs_done"] == 2  # finished run found, although workers and memory format differ
+
+
+def test_weight_decay_on_kernels_only_leaves_biases_and_batchnorm_alone():
+    import copy as _copy
+
+    from course_lib.train import build_optimizer
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.BatchNorm3d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(2, 3, 3, 3, 3))
+    for on, decays in (("kernels", {"0.weight", "3.weight"}), ("all", {n for n, _ in net.named_parameters()})):
+        model = _copy.deepcopy(net)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = build_optimizer(model.parameters(), TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0,
+                                                              weight_decay=0.5, weight_decay_on=on))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)  # only the decay moves a parameter
+        opt.step()
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n]) and before[n].abs().sum() > 0}
+        assert moved == {n for n in decays if before[n].abs().sum() > 0}, on

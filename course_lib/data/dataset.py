@@ -36,6 +36,21 @@ from .manifest import Manifest
 from .samplers import ShortVideoError
 
 
+def three_crops(clips: torch.Tensor) -> torch.Tensor:
+    """Square crops of side min(H, W) at the start, centre and end of the longer axis of each clip.
+
+    S x C x T x H x W -> 3 S x C x T x s x s, the three crops of clip i at 3 i, 3 i + 1, 3 i + 2.
+    The offsets are CVRL's (``official/vision/ops/preprocess_ops_3d.py`` ``crop_image``): 0,
+    round(L / 2 - s // 2) and L - s along the longer side L.
+    """
+    h, w = clips.shape[-2:]
+    s, long = min(h, w), max(h, w)
+    crops = []
+    for offset in (0, round(long / 2 - s // 2), long - s):
+        crops.append(clips[..., offset:offset + s, :] if h > w else clips[..., :, offset:offset + s])
+    return rearrange(torch.stack(crops, 1), "s k c t h w -> (s k) c t h w")
+
+
 class ClipDataset(Dataset):
     """Clips of the videos in ``manifest`` (one split of it, if ``split`` is given).
 
@@ -45,6 +60,9 @@ class ClipDataset(Dataset):
         split: keep only this split ("train", "test", ...).
         short_side: decode with the shorter side scaled to this many pixels.
         size: decode to exactly (height, width); needed to batch videos of mixed aspect.
+        crops: 1, or 3 square crops of side min(H, W) at the start, centre and end of the longer
+            axis of every clip (CVRL's test views), stacked after each clip: S becomes 3 S. With
+            ``short_side`` this batches videos of mixed aspect too.
         strict: raise on the first bad video instead of skipping it.
         seed: base seed of the per-item generators.
         decode_threads: FFmpeg threads per decode (1, the default, suits DataLoader workers).
@@ -53,11 +71,13 @@ class ClipDataset(Dataset):
 
     def __init__(self, manifest: Manifest | str | Path, sampler, *, split: str | None = None,
                  short_side: int | None = None, size: tuple[int, int] | None = None, strict: bool = False,
-                 seed: int = 0, decode_threads: int = 1, max_skips: int = 20):
+                 seed: int = 0, decode_threads: int = 1, max_skips: int = 20, crops: int = 1):
+        if crops not in (1, 3):
+            raise ValueError(f"crops must be 1 or 3, not {crops}.")
         manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
         self.manifest = manifest.split(split) if split else manifest
         self.sampler = sampler
-        self.short_side, self.size = short_side, size
+        self.short_side, self.size, self.crops = short_side, size, crops
         self.strict, self.seed, self.epoch = strict, seed, 0
         self.decode_threads, self.max_skips = decode_threads, max_skips
         self.labels = [self.manifest.label_index(e.label) for e in self.manifest]
@@ -97,7 +117,8 @@ class ClipDataset(Dataset):
             ts = self._timestamps[index]
         clips = decode_clips(path, frames, short_side=self.short_side, size=self.size, timestamps=ts,
                              threads=self.decode_threads)  # S x T x H x W x C
-        return rearrange(torch.from_numpy(clips), "s t h w c -> s c t h w")
+        clips = rearrange(torch.from_numpy(clips), "s t h w c -> s c t h w")
+        return three_crops(clips) if self.crops == 3 else clips
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item ``index`` of this epoch, or ``(epoch, index)``."""
@@ -115,6 +136,7 @@ class ClipDataset(Dataset):
                 self.bad[i] = str(e)
                 warnings.warn(f"skipped a bad video ({len(self.bad)} so far in this process): {e}", stacklevel=2)
                 continue
-            return {"clips": clips, "frames": torch.from_numpy(frames), "label": self.labels[i], "index": i}
+            frames = torch.from_numpy(frames).repeat_interleave(self.crops, 0)  # S x T (3 S with three crops)
+            return {"clips": clips, "frames": frames, "label": self.labels[i], "index": i}
         raise VideoError(f"{self.manifest.root}: {self.max_skips} bad videos in a row from item {index}; "
                          f"last: {self.bad.get(i, '?')}")

@@ -22,8 +22,10 @@ from ..data.samplers import TemporalIntervalSampler
 from .common import mlp, normalize
 from .registry import Method, register_method
 
+# the official video_ssl_preprocess_ops.py: contrast around each channel's clip mean, blur with zero padding
 CVRL_AUGMENT = AugmentConfig(scale=(0.3, 1.0), ratio=(0.5, 2.0), flip=0.5, jitter=0.8, brightness=0.8, contrast=0.8,
-                             saturation=0.8, hue=0.2, grayscale=0.2, blur=1.0, solarize=0.0)
+                             contrast_mean="channel", saturation=0.8, hue=0.2, grayscale=0.2, blur=1.0,
+                             blur_padding="zeros", solarize=0.0)
 
 
 @register_method("cvrl", augments=True)

@@ -107,7 +107,8 @@ def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = No
         unknown = sorted(set(changes) - set(AugmentConfig.__dataclass_fields__))
         if unknown:
             raise ValueError(f"augment has no setting {unknown[0]!r}.")
-        options = {**options, "augment": params["augment"].default.replace(**changes)}
+        base = params["augment"].default or AugmentConfig()  # a method without augmentation by default
+        options = {**options, "augment": base.replace(**changes)}
     kwargs = {k: v for k, v in context.items() if k in params and v is not None}
     return cls(backbone, **kwargs, **_only(cls, options))
 

@@ -1,10 +1,14 @@
 """R3D-50, the backbone of CVRL (Qian et al., *Spatiotemporal Contrastive Video
 Representation Learning*, CVPR 2021).
 
-A ResNet-50 with 3D bottlenecks in the SlowOnly layout: temporal kernel 5 in the stem,
-1 in res2-res3 and 3 in res4-res5 (in the first 1x1 of each bottleneck), and no
-temporal down-sampling anywhere, so a 16-frame clip keeps 16 time steps to the end.
-31.7M parameters at width 1 (without a classifier).
+A ResNet-50 with 3D bottlenecks in the SlowOnly layout, as the official config
+(``official/projects/video_ssl/configs/experiments/cvrl_pretrain_k600_200ep.yaml``:
+``stem_conv_temporal_kernel_size: 5``, ``stem_conv_temporal_stride: 2``,
+``stem_pool_temporal_stride: 1``): a 5x7x7 stem convolution with temporal stride 2, so 16
+input frames leave the stem as 8 time steps; temporal kernel 1 in res2-res3 and 3 in
+res4-res5 (in the first 1x1 of each bottleneck); no further temporal down-sampling.
+31.7M parameters at width 1 (without a classifier). ``stem_temporal_stride=1`` keeps every
+time step (twice the compute), the form of earlier versions of this course.
 """
 from __future__ import annotations
 
@@ -43,12 +47,13 @@ class Bottleneck3D(nn.Module):
 
 class R3D50(Backbone):
     def __init__(self, *, num_classes: int | None = None, width: float = 1.0, depth=(3, 4, 6, 3),
-                 temporal_kernels=(1, 1, 3, 3), stem_temporal_kernel: int = 5):
+                 temporal_kernels=(1, 1, 3, 3), stem_temporal_kernel: int = 5, stem_temporal_stride: int = 2):
         super().__init__()
         c = scaled(64, width)
         t = stem_temporal_kernel
         self.stem = nn.Sequential(
-            nn.Conv3d(3, c, kernel_size=(t, 7, 7), stride=(1, 2, 2), padding=(t // 2, 3, 3), bias=False),
+            nn.Conv3d(3, c, kernel_size=(t, 7, 7), stride=(stem_temporal_stride, 2, 2), padding=(t // 2, 3, 3),
+                      bias=False),
             nn.BatchNorm3d(c), nn.ReLU(inplace=True),
             nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
         stages, inplanes = [], c
@@ -66,12 +71,12 @@ class R3D50(Backbone):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x):
-        x = self.stem(x)  # B x 64w x T x H/4 x W/4
-        x = self.res3(self.res2(x))  # B x 512w x T x H/8 x W/8
-        return self.res5(self.res4(x))  # B x 2048w x T x H/32 x W/32
+        x = self.stem(x)  # B x 64w x T/2 x H/4 x W/4
+        x = self.res3(self.res2(x))  # B x 512w x T/2 x H/8 x W/8
+        return self.res5(self.res4(x))  # B x 2048w x T/2 x H/32 x W/32
 
 
 @register("r3d_50")
 def r3d_50(**kwargs) -> R3D50:
-    """CVRL's R3D-50 (SlowOnly-style 3D ResNet-50, no temporal down-sampling)."""
+    """CVRL's R3D-50 (SlowOnly-style 3D ResNet-50, temporal stride 2 in the stem only)."""
     return R3D50(**kwargs)
