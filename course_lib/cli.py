@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.jsonl, summary.json, run.json")
     p.add_argument("--config", help="YAML file of settings, or a shipped paper config by name: "
-                                    + ", ".join(list_configs()))
+                                    + ", ".join(list_configs("pretrain")))
     p.add_argument("--epochs", type=int)
     p.add_argument("--base", choices=["simclr", "moco"], help="dualvar: the clip contrast it builds on")
     p.add_argument("--no-progress", action="store_true")
@@ -214,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--out", required=True, help="result JSON file")
-    p.add_argument("--config", help="YAML file of settings, or a shipped config by name (e.g. cvrl_linear_eval_k600); "
-                                    "over the run's model and clips and the protocol's own defaults")
+    p.add_argument("--config", help="YAML file of settings, or a shipped evaluation config by name ("
+                                    + ", ".join(list_configs("evaluate"))
+                                    + "); over the run's model and clips and the protocol's own defaults")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("settings", nargs="*", help="key=value overrides, e.g. eval_options.feature=iic")
     p.set_defaults(func=_evaluate)

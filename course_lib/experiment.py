@@ -156,9 +156,17 @@ class RunConfig(TrainConfig):
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def list_configs() -> list[str]:
-    """The paper configs shipped with course_lib (``course_lib/configs/*.yaml``), by name."""
-    return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+def list_configs(kind: str | None = None) -> list[str]:
+    """The paper configs shipped with course_lib (``course_lib/configs/*.yaml``), by name: all, or those of
+    one ``kind``: "pretrain" (they set a method) or "evaluate" (the papers' linear evaluation and fine-tuning)."""
+    names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+    if kind is None:
+        return names
+    if kind not in ("pretrain", "evaluate"):
+        raise ValueError(f"config kind {kind!r} is not pretrain or evaluate.")
+    sets_method = {n: "method" in (yaml.safe_load((CONFIGS / f"{n}.yaml").read_text(encoding="utf-8")) or {})
+                   for n in names}
+    return [n for n in names if sets_method[n] == (kind == "pretrain")]
 
 
 def config_path(name_or_path: str | os.PathLike) -> Path:
@@ -281,16 +289,22 @@ def eval_config(protocol: str, checkpoint: str | os.PathLike | None = None, conf
                 pairs: list[str] = ()) -> RunConfig:
     """The settings of an evaluation, in layers, each over the last: the defaults; the pretraining
     run's model, clips and ``eval_options`` (from ``checkpoint``); the protocol's own training
-    defaults (``evaluate.PROTOCOLS``: CVRL's SGD at lr 32 for ``cvrl-linear``); a config file;
-    ``key=value`` pairs. What the command line's ``evaluate`` runs with."""
+    defaults (``evaluate.PROTOCOLS``: CVRL's SGD at lr 32 x batch / 1024 for ``cvrl-linear``,
+    computed from the final batch and epochs); a config file; ``key=value`` pairs. What the
+    command line's ``evaluate`` runs with."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
     cfg = RunConfig.default()
     if checkpoint:
         trained = load_backbone(checkpoint, weights=False)[1]
         cfg = replace(cfg, **{k: getattr(trained, k) for k in INHERITED}, eval_options=dict(trained.eval_options))
-    cfg = replace(cfg, **PROTOCOL_TABLE[protocol].train_defaults(cfg))
-    return cfg.with_overrides(config, pairs)
+    cfg = cfg.with_overrides(config, pairs)
+    explicit = {pair.split("=", 1)[0].split(".", 1)[0].strip() for pair in pairs}
+    if config:
+        explicit |= set(yaml.safe_load(config_path(config).read_text(encoding="utf-8")) or {})
+    # the protocol's defaults follow the final batch and epochs, and yield to what the user set
+    defaults = PROTOCOL_TABLE[protocol].train_defaults(cfg)
+    return replace(cfg, **{k: v for k, v in defaults.items() if k not in explicit})
 
 
 # what an evaluation takes from the pretraining run: the backbone and the clips it was trained on

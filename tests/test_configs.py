@@ -110,8 +110,9 @@ def test_evaluation_configs_layer_over_the_run_and_the_protocol(tmp_path, synth_
     cfg = eval_config("retrieval", run)
     assert (cfg.model, cfg.width, cfg.clip_len, cfg.size) == ("r3d_vcop", 0.125, 4, 28)
     assert cfg.eval_options == {"feature": "iic", "merge": True}  # the IIC config's retrieval
-    lin = eval_config("cvrl-linear", run)
-    assert (lin.optimizer, lin.weight_decay, lin.lr) == ("sgd", 0.0, pytest.approx(32 * lin.batch_size / 1024))
+    lin = eval_config("cvrl-linear", run, pairs=["batch_size=8", "epochs=40"])
+    assert (lin.optimizer, lin.weight_decay, lin.lr, lin.warmup_epochs) == ("sgd", 0.0, 0.25, 2.0)
+    assert eval_config("cvrl-linear", run, pairs=["lr=0.5"]).lr == 0.5  # what the user sets wins
     paper = eval_config("cvrl-linear", run, "cvrl_linear_eval_k600", ["epochs=2"])
     assert (paper.clip_len, paper.size, paper.lr, paper.epochs, paper.eval_options["test_size"]) == (32, 224, 32.0, 2, 256)
     ft = eval_config("finetune", run, "iic_finetune_ucf101", ["clip_len=4", "size=28"])
