@@ -175,9 +175,12 @@ def use_channels_last(method: torch.nn.Module) -> None:
 
 def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     """Whether a checkpoint's config matches: the settings that change no number (workers, memory format,
-    compilation) may differ."""
+    compilation) may differ, and a setting added to TrainConfig after the checkpoint was written
+    matches when it holds its default (what the code did before the setting existed)."""
     free = ("num_workers", "channels_last", "compile")
     now = asdict(cfg)
+    default = asdict(TrainConfig())
+    saved = {**{k: default[k] for k in now.keys() - saved.keys() if k in default}, **saved}
     return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
 
 

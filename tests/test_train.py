@@ -1,4 +1,5 @@
 """Methods and the training loop: every method learns on a fixed batch, resume is exact."""
+import dataclasses
 import json
 import math
 
@@ -141,6 +142,19 @@ def test_performance_switches_change_no_number_and_can_resume(tmp_path, synth_qu
     summary = train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), same,
                     tmp_path / "a", progress=False)
     assert summary["epochs_done"] == 2  # finished run found, although workers and memory format differ
+
+
+def test_a_checkpoint_from_before_a_new_setting_matches_only_at_its_default():
+    """A setting added to TrainConfig later (weight_decay_on, grad_clip) is absent from older checkpoints:
+    such a run matches while the new setting holds its default, which is what the old code did."""
+    from course_lib.train import _same_run
+
+    cfg = TrainConfig(epochs=2, batch_size=4)
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("weight_decay_on", "grad_clip")}
+    assert _same_run(old, cfg)
+    assert not _same_run(old, dataclasses.replace(cfg, grad_clip=1.0))
+    assert not _same_run(old, dataclasses.replace(cfg, weight_decay_on="kernels"))
+    assert not _same_run({**old, "lr": cfg.lr * 2}, cfg)
 
 
 def test_weight_decay_on_kernels_only_leaves_biases_and_batchnorm_alone():
