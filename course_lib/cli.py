@@ -19,7 +19,10 @@ def _synth(args) -> int:
     from .data.synth import PRESETS, generate
 
     flags = {"seed": args.seed, "train_per_class": args.train_per_class, "test_per_class": args.test_per_class,
-             "size": args.frame_size, "min_frames": args.min_frames, "max_frames": args.max_frames}
+             "size": args.frame_size, "min_frames": args.min_frames, "max_frames": args.max_frames,
+             "static_bias": args.static_bias}
+    if args.static_bias is not None and not 0 <= args.static_bias <= 1:
+        raise ValueError(f"--static-bias ({args.static_bias}) must be between 0 and 1.")
     cfg = replace(PRESETS[args.preset], **{k: v for k, v in flags.items() if v is not None})
     if cfg.min_frames > cfg.max_frames or cfg.min_frames < 1:
         raise ValueError(f"--min-frames ({cfg.min_frames}) must be between 1 and --max-frames ({cfg.max_frames}).")
@@ -172,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-size", type=int, help="frame height and width in pixels")
     p.add_argument("--min-frames", dest="min_frames", type=int)
     p.add_argument("--max-frames", dest="max_frames", type=int)
+    p.add_argument("--static-bias", dest="static_bias", type=float, metavar="P",
+                   help="0 to 1: how often background, shape and colour take the class's preferred value "
+                        "(0, the default: appearance tells nothing about the class)")
     p.add_argument("--workers", type=int, help="processes (default: all cores, at most 8)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_synth)

@@ -27,6 +27,12 @@ def test_synth_command(tmp_path):
     assert len(lines) == 17  # header + 16 videos
     bad = run_cli("synth", "--out", tmp_path / "x", "--min-frames", 30, "--max-frames", 20)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --min-frames (30)") and bad.stderr.count("\n") == 1
+    biased = run_cli("synth", "--out", tmp_path / "biased", "--preset", "quick", "--train-per-class", 1,
+                     "--test-per-class", 1, "--min-frames", 20, "--max-frames", 24, "--frame-size", 48,
+                     "--static-bias", 1, "--no-progress")
+    assert biased.returncode == 0 and json.loads(biased.stdout)["config"]["static_bias"] == 1
+    bad = run_cli("synth", "--out", tmp_path / "y", "--static-bias", 1.5)
+    assert bad.returncode == 2 and bad.stderr == "error: --static-bias (1.5) must be between 0 and 1.\n"
 
 
 def test_probe_command(tmp_path, indexed_video):

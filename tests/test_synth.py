@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from course_lib.data import ClipDataset, Manifest, UniformClipSampler
-from course_lib.data.synth import CLASSES, PRESETS, REVERSED, render, sample_params
+from course_lib.data.synth import (BIASED, CLASSES, COLORS, PREFERRED, PRESETS, REVERSED, _HUES, attribute_table,
+                                   render, sample_params)
 from course_lib.video import decode_frames, probe
 
 
@@ -134,3 +135,74 @@ def test_ensure_reuses_matching_data_and_regenerates_otherwise(tmp_path):
     assert first.path(first[0]).exists()
     bigger = ensure(tmp_path, cfg=replace(cfg, train_per_class=2), progress=False)
     assert len(bigger) == 8 * 3
+
+
+def test_static_bias_makes_appearance_name_the_class_and_changes_nothing_else():
+    """The static-bias twin: at P = 0 appearance and class are independent (Cramer's V about 0, votes near
+    chance); at P = 1 the colour names the class on at least 80% of the test videos; every other draw is
+    the same video for video, so the two datasets differ in appearance only."""
+    plain = sample_params(PRESETS["default"])
+    for bias in (0.0, 0.5, 1.0):
+        twin = sample_params(replace(PRESETS["default"], static_bias=bias))
+        for a, b in zip(plain, twin):
+            assert {k: v for k, v in a.items() if k not in (*BIASED, "hue")} == \
+                   {k: v for k, v in b.items() if k not in (*BIASED, "hue")}
+            centre = _HUES[COLORS.index(b["color"])]
+            assert min(abs(b["hue"] - centre), 1 - abs(b["hue"] - centre)) <= 0.03 + 1e-9  # the hue fits the colour
+        if bias == 0:
+            assert twin == plain  # today's data
+    independent = attribute_table(plain)
+    biased = attribute_table(sample_params(replace(PRESETS["default"], static_bias=1.0)))
+    chance = 100 / len(CLASSES)
+    for attr in ("background", "shape", "color", "texture"):
+        assert independent[attr]["cramers_v"] < 0.1 and independent[attr]["vote"] < 2 * chance, attr
+    assert biased["color"]["vote"] >= 80 and max(t["vote"] for t in biased.values()) == biased["color"]["vote"]
+    assert all(biased[a]["cramers_v"] > 0.7 for a in BIASED) and biased["texture"]["cramers_v"] < 0.1
+    # each class's most common colour, background and shape are its preferred ones
+    twin = sample_params(replace(PRESETS["default"], static_bias=1.0))
+    for label in CLASSES:
+        mine = [p for p in twin if p["label"] == label]
+        for attr in BIASED:
+            values = [p[attr] for p in mine]
+            assert max(set(values), key=values.count) == PREFERRED[label][attr]
+    with pytest.raises(ValueError, match="static_bias must be between 0 and 1"):
+        replace(PRESETS["default"], static_bias=1.5)
+
+
+def test_cramers_v_by_hand():
+    """Bias-corrected Cramer's V on a 2 x 2 table written out: counts [[a, b], [c, d]]."""
+    videos = ([{"label": "x", "split": "train", "k": "p"}] * 30 + [{"label": "x", "split": "test", "k": "q"}] * 10
+              + [{"label": "y", "split": "train", "k": "q"}] * 20 + [{"label": "y", "split": "test", "k": "q"}] * 40)
+    table = np.array([[30.0, 0.0], [10.0, 60.0]])  # value p/q x class x/y
+    n = table.sum()
+    expected = np.outer(table.sum(1), table.sum(0)) / n
+    phi2 = max(0.0, ((table - expected) ** 2 / expected).sum() / n - 1 / (n - 1))
+    k = 2 - 1 / (n - 1)
+    got = attribute_table(videos, attrs=("k",))["k"]
+    assert got["cramers_v"] == pytest.approx(np.sqrt(phi2 / (k - 1)))
+    assert got["vote"] == pytest.approx(100 * 40 / 50)  # q -> y (20 train y against 0 train x): the 10 test x miss
+
+
+def test_the_biased_twin_is_cached_beside_the_plain_data(tmp_path, monkeypatch):
+    from course_lib.data import builtin_dataset
+    from course_lib.data import synth
+
+    small = replace(PRESETS["quick"], train_per_class=1, test_per_class=1, min_frames=16, max_frames=16, size=32)
+    monkeypatch.setitem(synth.PRESETS, "quick", small)
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path))
+    plain, twin = builtin_dataset(quick=True, progress=False), builtin_dataset(quick=True, static_bias=1, progress=False)
+    assert plain.root.name == "synth-quick" and twin.root.name == "synth-quick-bias1"
+    assert [e.label for e in plain] == [e.label for e in twin]
+    stamp = twin.root / "synth.json"
+    before = stamp.stat().st_mtime_ns
+    assert len(builtin_dataset(quick=True, static_bias=1, progress=False)) == len(twin)
+    assert stamp.stat().st_mtime_ns == before  # cached
+    # data made before static_bias existed (its stamp lacks the setting) is the plain data, kept
+    import json
+
+    old = plain.root / "synth.json"
+    info = json.loads(old.read_text())
+    del info["config"]["static_bias"]
+    old.write_text(json.dumps(info))
+    builtin_dataset(quick=True, progress=False)
+    assert "static_bias" not in json.loads(old.read_text())["config"]  # not regenerated

@@ -17,11 +17,12 @@ from .synth import PRESETS as SYNTH_PRESETS
 from .synth import SynthConfig
 
 
-def builtin_dataset(quick: bool | None = None, *, progress: bool = True) -> Manifest:
-    """The built-in motion dataset's manifest, generated under ``data/`` on first use."""
+def builtin_dataset(quick: bool | None = None, *, static_bias: float = 0.0, progress: bool = True) -> Manifest:
+    """The built-in motion dataset's manifest, generated under ``data/`` on first use; with ``static_bias=P``
+    its twin in which appearance gives the class away with probability P (``data.synth``)."""
     from .synth import ensure
 
-    return ensure(quick=quick, progress=progress)
+    return ensure(quick=quick, static_bias=static_bias, progress=progress)
 
 
 __all__ = [

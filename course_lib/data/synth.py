@@ -12,6 +12,14 @@ angles and scales are uniform, so the distribution of a single frame is the same
 every class: only motion, read in the right temporal order, tells the classes apart.
 That is the situation the course's papers target (IIC, CVRL, DualVar).
 
+Real benchmarks lean the other way: in UCF101 the scene often gives the action away.
+``static_bias=P`` makes the same data's twin that does: each appearance attribute of
+``BIASED`` (background, shape, colour) takes its class's preferred value (``PREFERRED``)
+with probability ``TYPICAL`` x P, else stays as drawn. P = 0 is the data above, video for
+video. At P = 1 most videos look typical of their class (the colour names the class, the
+background its time-reversal pair) and some do not, as a few UCF101 divers are not at a pool.
+``attribute_table`` measures how much each attribute tells about the class.
+
 Everything is deterministic from the seed. ``python -m course_lib synth --out DIR``.
 """
 from __future__ import annotations
@@ -21,7 +29,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +61,11 @@ class SynthConfig:
     keyframe_interval: int = 16  # dense keyframes make seeking cheap
     crf: int = 20  # H.264 quality (lower is better)
     seed: int = 0
+    static_bias: float = 0.0  # each BIASED attribute takes its class's preferred value with probability TYPICAL x this
+
+    def __post_init__(self):
+        if not 0 <= self.static_bias <= 1:
+            raise ValueError(f"static_bias must be between 0 and 1, not {self.static_bias}.")
 
 
 PRESETS = {
@@ -61,8 +74,31 @@ PRESETS = {
 }
 
 
+# the static-bias twin: each class's preferred appearance. The colour is the class's own; the background is
+# shared by a time-reversal pair (CLASSES lists the pairs side by side), as a scene is shared by related actions.
+BIASED = ("background", "shape", "color")
+TYPICAL = 0.85  # at static_bias 1, the share of videos whose attribute takes the class's value
+PREFERRED = {label: {"background": BACKGROUNDS[c // 2], "shape": SHAPES[c % len(SHAPES)], "color": COLORS[c]}
+             for c, label in enumerate(CLASSES)}
+
+
 def sample_params(cfg: SynthConfig) -> list[dict]:
-    """Draw class, split and appearance of every video (deterministic from cfg.seed)."""
+    """Draw class, split and appearance of every video (deterministic from cfg.seed); then, for the static-bias
+    twin, replace each BIASED attribute by its class's preferred value with probability TYPICAL x cfg.static_bias."""
+    params = _unbiased_params(cfg)
+    # a random stream of its own, so that P = 0 leaves every video as it was
+    draws = np.random.default_rng([cfg.seed, 1]).uniform(size=(len(params), len(BIASED)))
+    for p, row in zip(params, draws):
+        for attr, u in zip(BIASED, row):
+            if u < TYPICAL * cfg.static_bias:
+                if attr == "color":  # the same hue offset around the new colour's centre
+                    old, new = COLORS.index(p["color"]), COLORS.index(PREFERRED[p["label"]]["color"])
+                    p["hue"] = float((p["hue"] - _HUES[old] + _HUES[new]) % 1.0)
+                p[attr] = PREFERRED[p["label"]][attr]
+    return params
+
+
+def _unbiased_params(cfg: SynthConfig) -> list[dict]:
     rng = np.random.default_rng(cfg.seed)
     params = []
     for c, label in enumerate(CLASSES):
@@ -85,6 +121,44 @@ def sample_params(cfg: SynthConfig) -> list[dict]:
                 )
             )
     return params
+
+
+CATEGORICAL = ("background", "shape", "color", "texture")  # the recorded appearance attributes with named values
+
+
+def attribute_table(videos, attrs: tuple[str, ...] = CATEGORICAL) -> dict[str, dict]:
+    """How much each appearance attribute tells about the class, per attribute:
+
+    - ``vote``: accuracy (%) on the test split of naming a video's class as the most common class among
+      the train videos with the same value (chance: 100 / classes);
+    - ``cramers_v``: Cramer's V of the attribute-by-class table over all videos, bias-corrected (Bergsma,
+      J. Korean Stat. Soc. 2013) so that independence reads about 0 at any sample size; 1 when one fixes the
+      other. Uncorrected, sqrt(chi2 / (n (k - 1))) with k the smaller number of categories.
+
+    ``videos``: a Manifest (or its entries) or ``sample_params``' dicts, which need no rendering.
+    """
+    rows = [(v["label"], v["split"], v) if isinstance(v, dict) else (v.label, v.split, v.attrs) for v in videos]
+    classes = sorted({label for label, _, _ in rows})
+    table = {}
+    for attr in attrs:
+        values = sorted({a[attr] for _, _, a in rows})
+        counts = np.zeros((len(values), len(classes)))  # value x class, all videos
+        train = np.zeros_like(counts)
+        for label, split, a in rows:
+            i, j = values.index(a[attr]), classes.index(label)
+            counts[i, j] += 1
+            train[i, j] += split == "train"
+        guess = train.argmax(1)  # each value's most common class among train videos
+        test = [(values.index(a[attr]), classes.index(label)) for label, split, a in rows if split == "test"]
+        vote = 100 * np.mean([guess[i] == j for i, j in test])
+        n, (r, c) = counts.sum(), counts.shape
+        expected = counts.sum(1, keepdims=True) * counts.sum(0, keepdims=True) / n
+        phi2 = ((counts - expected) ** 2 / expected).sum() / n  # chi2 / n
+        phi2 = max(0.0, phi2 - (r - 1) * (c - 1) / (n - 1))  # minus its expectation under independence
+        r, c = r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)
+        v = np.sqrt(phi2 / (min(r, c) - 1)) if min(r, c) > 1 else 0.0
+        table[attr] = {"vote": float(vote), "cramers_v": float(v)}
+    return table
 
 
 def _background(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -221,22 +295,24 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = PRESETS["default"], *, w
 
 
 def ensure(out: str | os.PathLike | None = None, *, quick: bool | None = None, cfg: SynthConfig | None = None,
-           progress: bool = True) -> Manifest:
+           static_bias: float = 0.0, progress: bool = True) -> Manifest:
     """Load the built-in dataset, generating it first if it is missing or was made with other settings.
 
     With no arguments it lives under ``data/synth`` (or ``data/synth-quick`` in quick
-    mode) of the course repository.
+    mode) of the course repository; its static-bias twin (``static_bias=P``, unless ``cfg``
+    is given) under ``data/synth-biasP`` (``data/synth-quick-biasP``).
     """
     from ..runtime import data_dir, quick_mode
 
     quick = quick_mode() if quick is None else quick
-    cfg = cfg or PRESETS["quick" if quick else "default"]
-    out = Path(out) if out else data_dir() / ("synth-quick" if quick else "synth")
+    cfg = cfg or replace(PRESETS["quick" if quick else "default"], static_bias=static_bias)
+    name = ("synth-quick" if quick else "synth") + (f"-bias{cfg.static_bias:g}" if cfg.static_bias else "")
+    out = Path(out) if out else data_dir() / name
     stamp = out / "synth.json"
     if stamp.exists() and (out / "manifest.jsonl").exists():
-        try:
-            same = json.loads(stamp.read_text(encoding="utf-8"))["config"] == asdict(cfg)
-        except (json.JSONDecodeError, KeyError):
+        try:  # a setting added since the data was made counts at its default
+            same = {**asdict(SynthConfig()), **json.loads(stamp.read_text(encoding="utf-8"))["config"]} == asdict(cfg)
+        except (json.JSONDecodeError, KeyError, TypeError):
             same = False
         if same:
             manifest = Manifest.load(out / "manifest.jsonl")
