@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import platform
 import random
@@ -42,6 +43,21 @@ def data_dir() -> Path:
         return Path(os.environ["COURSE_DATA"]).expanduser()
     root = repo_root()
     return root / "data" if root else Path.home() / ".cache" / "course_lib"
+
+
+def dataset_override() -> Path | None:
+    """The prepared dataset the notebooks train on instead of the built-in one: ``$COURSE_DATASET``
+    (a manifest file, or the folder holding ``manifest.jsonl``), or None."""
+    value = os.environ.get("COURSE_DATASET", "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "manifest.jsonl"
+    if not path.is_file():
+        raise SettingError(f"COURSE_DATASET={value}: no manifest there; make one with `python -m course_lib prepare` "
+                           f"(data/README.md), or unset COURSE_DATASET for the built-in dataset.")
+    return path.resolve()
 
 
 def usable_cpus() -> int:
@@ -242,11 +258,21 @@ class Setup:
     data: Path
     root: Path | None
     mode_reason: str = ""
+    dataset: Path | None = None  # $COURSE_DATASET's manifest; None: the built-in dataset
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the notebooks train on the built-in dataset (cells about its recorded attributes need it)."""
+        return self.dataset is None
 
     @property
     def runs(self) -> Path:
-        """Where notebooks cache trained runs; quick and full mode keep separate caches."""
-        return self.data / "runs" / ("quick" if self.quick else "full")
+        """Where notebooks cache trained runs; quick and full mode, and each COURSE_DATASET, keep separate caches."""
+        name = "quick" if self.quick else "full"
+        if self.dataset is not None:  # the folder's name and a hash of its full path
+            tag = hashlib.sha1(str(self.dataset).encode("utf-8")).hexdigest()[:8]
+            name += f"-{self.dataset.parent.name}-{tag}"
+        return self.data / "runs" / name
 
     def __str__(self) -> str:
         gpu = device_name(self.device) if self.device.type != "cpu" else "none"
@@ -256,15 +282,20 @@ class Setup:
             f" | python {platform.python_version()} | {platform.system()} | {usable_cpus()} CPU cores"
             f" | data in {self.data}\n"
             f"mode: {mode}, because {self.mode_reason}. To change it, set COURSE_QUICK={other} before"
-            f" starting Jupyter (or run `%env COURSE_QUICK={other[0]}` before this cell)."
+            f" starting Jupyter (or run `%env COURSE_QUICK={other[0]}` before this cell).\n"
+            + (f"dataset: COURSE_DATASET={self.dataset}; cells about the built-in data's attributes are skipped."
+               if self.dataset else "dataset: the built-in one (COURSE_DATASET=path/to/manifest.jsonl trains the"
+               " notebooks on a prepared dataset instead).")
         )
 
 
 def setup(seed: int = 0, device: str | None = None) -> Setup:
-    """Pick the device and the mode, seed everything, resolve the data folder; print what was chosen and why."""
+    """Pick the device and the mode, seed everything, resolve the data folder and the dataset
+    (``$COURSE_DATASET`` or the built-in one); print what was chosen and why."""
     dev = get_device(device)
     mode = course_mode()
     seed_everything(seed)
-    s = Setup(seed=seed, quick=mode.quick, device=dev, data=data_dir(), root=repo_root(), mode_reason=mode.reason)
+    s = Setup(seed=seed, quick=mode.quick, device=dev, data=data_dir(), root=repo_root(), mode_reason=mode.reason,
+              dataset=dataset_override())
     print(s)
     return s

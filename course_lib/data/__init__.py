@@ -25,9 +25,18 @@ def builtin_dataset(quick: bool | None = None, *, static_bias: float = 0.0, prog
     return ensure(quick=quick, static_bias=static_bias, progress=progress)
 
 
+def course_dataset(quick: bool | None = None, *, progress: bool = True) -> Manifest:
+    """The dataset the notebooks train on: the prepared one named by ``$COURSE_DATASET`` (its classes and
+    splits), else the built-in one."""
+    from ..runtime import dataset_override
+
+    path = dataset_override()
+    return Manifest.load(path) if path else builtin_dataset(quick, progress=progress)
+
+
 __all__ = [
     "ClipDataset", "Manifest", "ManifestError", "VideoEntry", "probe_manifest", "read_folder", "read_hmdb51",
     "read_kinetics", "read_ucf101", "RandomClipSampler", "OrderedClipsSampler", "RandomStrideSampler",
     "UniformClipSampler", "TemporalIntervalSampler", "interval_pmf", "ShortVideoError", "clip_span",
-    "SYNTH_CLASSES", "SYNTH_PRESETS", "SynthConfig", "builtin_dataset",
+    "SYNTH_CLASSES", "SYNTH_PRESETS", "SynthConfig", "builtin_dataset", "course_dataset",
 ]
