@@ -21,6 +21,7 @@ from .augment import crop_room
 from .evaluate import PROTOCOLS as PROTOCOL_TABLE
 from .evaluate import EvalContext, check_eval_options, run_protocol
 from .methods import build_method, check_options, list_methods, method_class, sampler_for
+from .methods.registry import resolved_options
 from .models import create_model, input_problem, list_models, smallest_input
 from .runtime import get_device, parse_device, quick_mode
 from .settings import SettingError, integer, mapping, number, one_of
@@ -233,6 +234,12 @@ def _check_same_setting(out: Path, run: dict) -> None:
         if key in saved and saved[key] != now[key]:
             raise ValueError(f"{out}: holds a run with {key}={saved[key]!r}, not {now[key]!r}; "
                              f"use a new --out (or delete the folder).")
+    # every option with its default: a course_lib update that changed a default makes another run
+    old, new = saved.get("method_settings"), now["method_settings"]
+    if old is not None and old != new:
+        key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+        raise ValueError(f"{out}: holds a run made with the method option {key}={old.get(key)!r}, now "
+                         f"{new.get(key)!r} (a changed default?); use a new --out (or delete the folder).")
 
 
 def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progress: bool = True) -> dict:
@@ -254,7 +261,7 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.method, backbone_from(cfg), num_classes=len(manifest.classes),
                           num_videos=len(train_set), size=cfg.size, **cfg.options)
-    run = {**asdict(cfg), "data": str(manifest.root)}
+    run = {**asdict(cfg), "data": str(manifest.root), "method_settings": resolved_options(cfg.method, cfg.options)}
     _check_same_setting(out, run)
     if ctx.is_main:
         (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")

@@ -218,6 +218,29 @@ def test_a_run_folder_is_not_reused_for_other_method_options(tmp_path, synth_qui
                  progress=False)
 
 
+def test_a_run_folder_is_not_reused_after_a_method_default_changed(tmp_path, synth_quick, monkeypatch):
+    """run.json records every option with its default: when an update of course_lib changes a default (as
+    MoCo's bn_groups did), a cached run with the old one is not silently loaded as the new method."""
+    import inspect
+    import json
+
+    from course_lib.experiment import RunConfig, pretrain
+    from course_lib.methods.iic import IIC
+
+    cfg = RunConfig.default(quick=True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+                            num_workers=0, batch_size=4, options={"negatives": 8})
+    pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
+    settings = json.loads((tmp_path / "run.json").read_text())["method_settings"]
+    assert settings["intra"] == "repeat" and settings["negatives"] == 8 and settings["bank_momentum"] == 0.5
+    assert settings["augment"]["consistent"] is True  # the default augmentation, field by field
+    sig = inspect.signature(IIC)
+    changed = sig.replace(parameters=[p.replace(default=0.9) if p.name == "bank_momentum" else p
+                                      for p in sig.parameters.values()])
+    monkeypatch.setattr(IIC, "__signature__", changed, raising=False)
+    with pytest.raises(ValueError, match="bank_momentum=0.5, now 0.9 \\(a changed default\\?\\)"):
+        pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
+
+
 def test_moco_shuffles_keys_across_batchnorm_groups():
     """Shuffling BN in one process: queries in consecutive groups, keys in groups of a shuffled batch,
     each group with its own BatchNorm statistics, and the keys back in the batch's order."""

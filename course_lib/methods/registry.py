@@ -13,7 +13,9 @@ both take (VCOP's ``num_clips``, the speed task's ``strides``) reaches both.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import json
 from typing import ClassVar
 
 from torch import nn
@@ -81,6 +83,29 @@ def check_options(name: str, options: dict) -> None:
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known) or 'none'}.")
+
+
+def resolved_options(name: str, options: dict) -> dict:
+    """Every option of method ``name``: ``options`` over the defaults of its constructor and sampler, as plain
+    JSON values. A run records them, so a cached run is not reused after a default changed."""
+    cls = method_class(name)
+    values = {}
+    for fn in (cls, cls.sampler):
+        for key, p in inspect.signature(fn).parameters.items():
+            if key not in CONTEXT and p.default is not p.empty:
+                values.setdefault(key, p.default)
+    values.update(options)
+    augment = values.get("augment")
+    if isinstance(augment, dict):  # changes to the method's default augmentation
+        default = inspect.signature(cls).parameters["augment"].default or AugmentConfig()
+        values["augment"] = default.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+    return json.loads(json.dumps(values, default=_plain))
+
+
+def _plain(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    raise TypeError(f"option value {value!r} is not JSON")
 
 
 def _only(fn, options: dict) -> dict:
