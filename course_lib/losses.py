@@ -115,6 +115,25 @@ def momentum_update(target: nn.Module, online: nn.Module, m: float) -> None:
         t.copy_(o)
 
 
+def cosine_momentum(base: float, progress: float) -> float:
+    """BYOL's EMA momentum at ``progress`` (0 to 1) of training: from ``base`` up to 1 along a cosine,
+    1 - (1 - base) (cos(pi progress) + 1) / 2 (Grill et al. 2020; SlowFast's ``momentum_anneal_cosine``)."""
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss over rho clips per video, every ordered pair of different clips a positive.
+
+    p: rho x N x D predictions of the online network; z: rho x N x D projections of the target
+    network (no gradient). Mean over the rho (rho - 1) ordered pairs and the N videos of
+    ||p_i / |p_i| - z_j / |z_j| ||^2 = 2 - 2 cos(p_i, z_j); no negatives.
+    """
+    rho = len(p)
+    cos = torch.einsum("snd,tnd->stn", F.normalize(p, dim=-1), F.normalize(z.detach(), dim=-1))  # rho x rho x N
+    pairs = ~torch.eye(rho, dtype=torch.bool, device=p.device)  # i != j
+    return (2 - 2 * cos[pairs]).mean()
+
+
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07, *,
               normalized: bool = False):
     """InfoNCE with one positive key per query and the queue as negatives.
@@ -256,3 +275,17 @@ def uniformity(z: torch.Tensor, t: float = 2) -> torch.Tensor:
     """log E exp(-t |z_i - z_j|^2) over pairs (lower: spread more evenly over the sphere)."""
     z = F.normalize(z, dim=1)
     return torch.pdist(z).pow(2).mul(-t).exp().mean().log()
+
+
+def embedding_std(z: torch.Tensor) -> torch.Tensor:
+    """Mean over dimensions of the per-dimension std of L2-normalised embeddings z (N x D). A collapsed
+    embedding (every input to one point) gives 0; well spread ones about 1 / sqrt(D) (SimSiam, Chen & He 2021)."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def effective_rank(z: torch.Tensor) -> torch.Tensor:
+    """exp of the entropy of the normalised singular values of the centred embeddings z (N x D)
+    (Roy & Vetterli 2007): from 1 (every embedding on one line) to min(N, D) (all directions used)."""
+    s = torch.linalg.svdvals(z.float() - z.float().mean(0))
+    p = s / s.sum().clamp_min(1e-12)
+    return torch.exp(-(p * p.clamp_min(1e-12).log()).sum())

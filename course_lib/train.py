@@ -270,6 +270,8 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
             t1 = time.perf_counter()
             wait += t1 - t0
             batch = _to_device(batch, device)
+            if hasattr(method, "set_progress"):
+                method.set_progress((epoch + step / steps) / cfg.epochs)
             with autocast(device, cfg.amp):
                 loss, logs = model(batch)
             if not torch.isfinite(loss):

@@ -17,6 +17,7 @@ STEP_METHODS = {  # name -> options; views are deterministic so both runs see th
     "cvrl": {"augment": FIXED_VIEWS, "hidden": 32, "blur2": 0.0, "solarize2": 0.0},
     "moco": {"augment": FIXED_VIEWS, "queue": 24, "bn_groups": 1},  # shuffled BN groups are per process
     "dualvar": {"augment": FIXED_VIEWS, "rank": False, "reverse": 0.0},  # the shuffles and reversals are random
+    "byol": {"augment": FIXED_VIEWS, "hidden": 32, "dim": 16},
 }
 
 
@@ -25,7 +26,7 @@ STEP_METHODS = {  # name -> options; views are deterministic so both runs see th
 # for what DDP needs (every trainable parameter gets a gradient, two steps run) rather than for equal numbers
 ALL_ARMS = {
     **{name: {} for name in ("supervised", "rotation", "vcop", "speed", "simclr", "cvrl")},
-    "moco": {"queue": 24}, "iic": {"negatives": 16},
+    "moco": {"queue": 24}, "iic": {"negatives": 16}, "byol": {"hidden": 64},
     **{f"dualvar {base} {arm}": {"base": base, "rank": rank, "coherent": coherent, "queue": 24}
        for base in ("simclr", "moco")
        for arm, rank, coherent in (("alone", False, False), ("+ rank", True, False), ("+ coherent", False, True),

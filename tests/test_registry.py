@@ -23,6 +23,7 @@ ALT = {
     "dualvar": {"base": "moco", "augment": {"blur": 0.0}, "segments": 4, "segment_dim": 16, "dim": 32,
                 "temperature": 0.2, "theta": 0.5, "rank": False, "coherent": False, "rank_form": "anchor",
                 "rank_cap": 2.0, "coherent_form": "cross", "reverse": 0.0, "queue": 12, "momentum": 0.9},
+    "byol": {"augment": {"blur": 0.5}, "rho": 3, "dim": 32, "hidden": 48, "momentum": 0.9, "predictor": False},
 }
 CONTEXT = {("dualvar", "queue"): {"base": "moco"}, ("dualvar", "momentum"): {"base": "moco"}}  # options of MoCo
 SCALARS = (int, float, str, bool, tuple, type(None))

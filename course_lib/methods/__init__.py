@@ -17,10 +17,11 @@ from .moco import MoCo
 from .iic import IIC
 from .cvrl import CVRL
 from .dualvar import DualVar
+from .byol import BYOL
 from .registry import Method, build_method, check_options, list_methods, method_class, register_method, sampler_for
 
 METHODS = tuple(list_methods())
 
 __all__ = ["METHODS", "Method", "build_method", "check_options", "list_methods", "method_class", "register_method",
            "sampler_for", "Supervised", "RotationPrediction", "ClipOrderPrediction", "SpeedPrediction", "SimCLR",
-           "MoCo", "IIC", "CVRL", "DualVar"]
+           "MoCo", "IIC", "CVRL", "DualVar", "BYOL"]

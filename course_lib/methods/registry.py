@@ -46,6 +46,10 @@ class Method(nn.Module):
         """Why clips of ``clip_len`` frames cannot train this method with ``options``, or None."""
         return None
 
+    def set_progress(self, progress: float) -> None:
+        """Called by the training loop before every step with the share of training done (0 to 1), so that
+        a schedule inside a method (BYOL's EMA momentum) follows it and resumes exactly."""
+
     @classmethod
     def option_names(cls) -> list[str]:
         """Every option of the method: its constructor's keywords and its sampler's."""

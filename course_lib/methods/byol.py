@@ -1,0 +1,69 @@
+"""rho-BYOL on clips (Feichtenhofer, Fan, Xiong, Girshick, He, *A Large-Scale Study on
+Unsupervised Spatiotemporal Representation Learning*, CVPR 2021; BYOL: Grill et al.,
+*Bootstrap Your Own Latent*, NeurIPS 2020).
+
+``rho`` clips are drawn from each video at random moments, and every ordered pair of them
+is a positive: the *online* network (backbone, projector, predictor) predicts, from clip
+i, the *target* network's projection of clip j. The target is an exponential moving
+average of the online backbone and projector, with a momentum annealed from ``momentum``
+up to 1 along a cosine over training, and it gets no gradient. There are no negatives:
+what keeps the embedding from collapsing to one point is the predictor together with the
+slowly moving target. ``predictor=False`` or ``momentum=0`` (the target is the online
+network itself, under a stop-gradient) take those pieces away, as the BYOL notebook measures.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from ..augment import AugmentConfig, VideoAugment
+from ..data.samplers import RandomClipSampler
+from ..losses import byol_loss, cosine_momentum, momentum_update, positive_rank_accuracy
+from .common import mlp, normalize
+from .registry import Method, register_method
+
+
+@register_method("byol", augments=True)
+class BYOL(Method):
+    def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
+                 rho: int = 2, dim: int = 256, hidden: int = 4096, momentum: float = 0.996, predictor: bool = True):
+        super().__init__()
+        if rho < 2:
+            raise ValueError(f"BYOL needs rho >= 2 clips per video, not {rho}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"BYOL momentum must be in [0, 1), not {momentum}.")
+        self.backbone = backbone
+        self.projector = mlp([backbone.feature_dim, hidden, dim], batch_norm=True)
+        self.predictor = mlp([dim, hidden, dim], batch_norm=True) if predictor else nn.Identity()
+        self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
+        self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        self.augment = VideoAugment(augment, size=size)
+        self.rho, self.base_momentum = rho, momentum
+        self.momentum = momentum  # this step's, set from the training progress (so a resumed run has it too)
+
+    @classmethod
+    def sampler(cls, *, clip_len: int, stride: int = 1, rho: int = 2):
+        """``rho`` clips per video at independent random moments."""
+        return RandomClipSampler(clip_len=clip_len, stride=stride, num_clips=rho)
+
+    def set_progress(self, progress: float) -> None:
+        self.momentum = cosine_momentum(self.base_momentum, progress) if self.base_momentum else 0.0
+
+    def forward(self, batch: dict):
+        clips = batch["clips"]  # B x rho x C x T x H x W, uint8
+        if clips.shape[1] != self.rho:
+            raise ValueError(f"BYOL with rho={self.rho} needs {self.rho} clips per video, got {clips.shape[1]}.")
+        views = [normalize(self.augment(clips[:, i])) for i in range(self.rho)]  # rho x (B x C x T x H x W)
+        # online: one pass per clip, so BatchNorm sees one view of every video at a time (as the public code)
+        p = torch.stack([self.predictor(self.projector(self.backbone(v))) for v in views])  # rho x B x dim
+        with torch.no_grad():
+            momentum_update(self.target_backbone, self.backbone, self.momentum)
+            momentum_update(self.target_projector, self.projector, self.momentum)
+            z = self.target_projector(self.target_backbone(torch.cat(views)))  # (rho B) x dim, one batch
+            z = rearrange(z, "(s b) d -> s b d", s=self.rho)
+        loss = byol_loss(p, z)
+        return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(p[0], z[1]),
+                      "momentum": self.momentum}
