@@ -125,13 +125,15 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's loss over rho clips per video, every ordered pair of different clips a positive.
 
     p: rho x N x D predictions of the online network; z: rho x N x D projections of the target
-    network (no gradient). Mean over the rho (rho - 1) ordered pairs and the N videos of
-    ||p_i / |p_i| - z_j / |z_j| ||^2 = 2 - 2 cos(p_i, z_j); no negatives.
+    network (no gradient). With d(i, j) = ||p_i / |p_i| - z_j / |z_j| ||^2 = 2 - 2 cos(p_i, z_j),
+    averaged over the N videos: the sum over online clips i of the mean over target clips j != i.
+    At rho = 2 that is BYOL's symmetrised loss (both directions summed); it is SlowFast's
+    ``contrastive.py`` form (-cos / T with T = 0.5, one backward per online clip) up to a constant.
     """
     rho = len(p)
     cos = torch.einsum("snd,tnd->stn", F.normalize(p, dim=-1), F.normalize(z.detach(), dim=-1))  # rho x rho x N
     pairs = ~torch.eye(rho, dtype=torch.bool, device=p.device)  # i != j
-    return (2 - 2 * cos[pairs]).mean()
+    return (2 - 2 * cos[pairs]).mean() * rho
 
 
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07, *,

@@ -1,11 +1,11 @@
 """rho-BYOL: the loss over every ordered pair of clips, the EMA target and its cosine schedule, the collapse
 diagnostics, and a training run that follows the schedule and resumes exactly."""
-import itertools
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from course_lib.data import ClipDataset
 from course_lib.losses import byol_loss, cosine_momentum, effective_rank, embedding_std
@@ -27,16 +27,23 @@ def clips(n=6, rho=2, seed=0):
 
 
 def test_byol_loss_by_hand():
-    """2 - 2 cos(p_i, z_j), i.e. the squared distance of the normalised vectors, averaged over ordered pairs
-    i != j and videos; the target gets no gradient."""
+    """The official form: for each online clip i, the mean over target clips j != i of the squared distance of
+    the normalised vectors (2 - 2 cos), averaged over videos, summed over i; the target gets no gradient."""
     g = torch.Generator().manual_seed(0)
     p, z = torch.randn(3, 5, 8, generator=g, requires_grad=True), torch.randn(3, 5, 8, generator=g, requires_grad=True)
-    terms = []
-    for i, j in itertools.permutations(range(3), 2):
-        for n in range(5):
-            a, b = p[i, n] / p[i, n].norm(), z[j, n] / z[j, n].norm()
-            terms.append(((a - b) ** 2).sum())
-    expected = torch.stack(terms).mean()
+    expected = 0
+    for i in range(3):
+        terms = []
+        for j in range(3):
+            if j != i:
+                for n in range(5):
+                    a, b = p[i, n] / p[i, n].norm(), z[j, n] / z[j, n].norm()
+                    terms.append(((a - b) ** 2).sum())
+        expected = expected + torch.stack(terms).mean()
+    # SlowFast's contrastive.py: sum over online clips of the mean over the others of -<p, z> / 0.5, plus 2 rho
+    slowfast = sum(-(F.normalize(p[i], dim=1) * F.normalize(z[j], dim=1)).sum(1).mean() / 0.5
+                   for i in range(3) for j in range(3) if j != i) / 2 + 2 * 3
+    torch.testing.assert_close(slowfast, expected)
     got = byol_loss(p, z)
     torch.testing.assert_close(got, expected)
     got.backward()
