@@ -41,6 +41,18 @@ def fixed_batch(n: int = 8, clips: int = 2) -> dict:
             "frames": torch.arange(4).repeat(n, clips, 1)}  # stride 1: the speed task's class 0
 
 
+def on_this_process(method, batch: dict, rank: int, world: int):
+    """(method, the module to call, this process's share of batch): with several processes, the method with
+    global BatchNorm, wrapped in DDP."""
+    share = len(batch["index"]) // world
+    local = {k: v[rank * share:(rank + 1) * share] for k, v in batch.items()}
+    model = method
+    if world > 1:
+        method = distributed.sync_batchnorm(method, "cpu")
+        model = distributed.wrap_ddp(method, torch.device("cpu"))
+    return method, model, local
+
+
 def two_steps(arm: str, rank: int, world: int) -> dict:
     """Two training steps of one arm on this process's share of a batch; which parameters got no gradient."""
     torch.manual_seed(rank)
@@ -48,12 +60,7 @@ def two_steps(arm: str, rank: int, world: int) -> dict:
     method = build_method(name, create_model("r3d_vcop", width=0.125), num_classes=4, num_videos=8, size=28,
                           **ALL_ARMS[arm])
     batch = fixed_batch(clips=3 if name == "vcop" else 2)
-    share = len(batch["index"]) // world
-    local = {k: v[rank * share:(rank + 1) * share] for k, v in batch.items()}
-    model = method
-    if world > 1:
-        method = distributed.sync_batchnorm(method, "cpu")
-        model = distributed.wrap_ddp(method, torch.device("cpu"))
+    method, model, local = on_this_process(method, batch, rank, world)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
     losses = []
     for _ in range(2):  # DDP finds a parameter without a gradient at the step after
@@ -70,12 +77,7 @@ def one_step(name: str, rank: int, world: int) -> dict:
     torch.manual_seed(0)
     method = build_method(name, create_model("r3d_vcop", width=0.125), num_videos=8, size=28, **STEP_METHODS[name])
     batch = fixed_batch()
-    share = len(batch["index"]) // world
-    local = {k: v[rank * share:(rank + 1) * share] for k, v in batch.items()}
-    model = method
-    if world > 1:
-        method = distributed.sync_batchnorm(method, "cpu")
-        model = distributed.wrap_ddp(method, torch.device("cpu"))
+    method, model, local = on_this_process(method, batch, rank, world)
     loss, logs = model(local)
     loss.backward()
     loss = loss.detach()

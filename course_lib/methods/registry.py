@@ -99,11 +99,19 @@ def resolved_options(name: str, options: dict) -> dict:
             if key not in CONTEXT and p.default is not p.empty:
                 values.setdefault(key, p.default)
     values.update(options)
-    augment = values.get("augment")
-    if isinstance(augment, dict):  # changes to the method's default augmentation
-        default = inspect.signature(cls).parameters["augment"].default or AugmentConfig()
-        values["augment"] = default.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
+    if isinstance(values.get("augment"), dict):
+        values["augment"] = _augment(cls, values["augment"])
     return json.loads(json.dumps(values, default=_plain))
+
+
+def _augment(cls: type[Method], changes: dict) -> AugmentConfig:
+    """The method's default augmentation with ``changes`` (a mapping from a config or the command line)."""
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    unknown = sorted(set(changes) - set(AugmentConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"augment has no setting {unknown[0]!r}.")
+    base = inspect.signature(cls).parameters["augment"].default or AugmentConfig()  # None: no augmentation
+    return base.replace(**changes)
 
 
 def _plain(value):
@@ -132,12 +140,7 @@ def build_method(name: str, backbone: nn.Module, *, num_classes: int | None = No
             raise ValueError(f"the {name} method needs {need}.")
     params = inspect.signature(cls).parameters
     if isinstance(options.get("augment"), dict):
-        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in options["augment"].items()}
-        unknown = sorted(set(changes) - set(AugmentConfig.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"augment has no setting {unknown[0]!r}.")
-        base = params["augment"].default or AugmentConfig()  # a method without augmentation by default
-        options = {**options, "augment": base.replace(**changes)}
+        options = {**options, "augment": _augment(cls, options["augment"])}
     kwargs = {k: v for k, v in context.items() if k in params and v is not None}
     return cls(backbone, **kwargs, **_only(cls, options))
 
