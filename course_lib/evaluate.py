@@ -20,6 +20,7 @@ overrides). The building blocks are public, for notebooks and research code:
 * ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
   feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip), tested with N
   clips x 3 crops along the long side, softmax averaged.
+* ``attentive``: V-JEPA's attentive probe, a learnt query pooling the frozen tokens (``course_lib.attentive``).
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
   representation encodes (motion class versus shape or colour).
 """
@@ -401,3 +402,18 @@ def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None) -> dict:
                          num_classes=len(ctx.manifest.classes), size=cfg.size, device=ctx.device,
                          progress=ctx.progress)
     return {**result, "test_size": test_size, "views_per_video": 3 * cfg.test_clips}
+
+
+@protocol("attentive")
+def _attentive(ctx: EvalContext, *, probe_epochs: int = 20, probe_lr: float = 1e-3) -> dict:
+    """V-JEPA's attentive probe (``course_lib.attentive``) on the frozen tokens of ``cfg.test_clips`` clips per
+    video, the tokens of a video's clips pooled together."""
+    from .attentive import attentive_probe, extract_tokens
+
+    cfg = ctx.cfg
+    (a, ya), (b, yb) = (extract_tokens(ctx.backbone, eval_set(cfg, ctx.manifest, split), device=ctx.device,
+                                       num_workers=cfg.num_workers, size=cfg.size) for split in ("train", "test"))
+    heads = getattr(ctx.backbone, "heads", None)  # a ViT's own head count, as the public probe; else up to 16
+    result = attentive_probe(a, ya, b, yb, epochs=probe_epochs, lr=probe_lr, heads=heads, seed=cfg.seed,
+                             device=ctx.device)
+    return {**result, "tokens_per_clip": a.shape[2], "probe_epochs": probe_epochs, "probe_lr": probe_lr}

@@ -22,7 +22,7 @@ from .evaluate import PROTOCOLS as PROTOCOL_TABLE
 from .evaluate import EvalContext, check_eval_options, run_protocol
 from .methods import build_method, check_options, list_methods, method_class, sampler_for
 from .methods.registry import resolved_options
-from .models import create_model, input_problem, list_models, smallest_input
+from .models import create_model, input_problem, is_vit, list_models, smallest_input
 from .runtime import get_device, parse_device, quick_mode
 from .settings import SettingError, integer, mapping, number, one_of
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -73,6 +73,9 @@ class RunConfig(TrainConfig):
         if self.decode_size is not None and self.decode_size < self.size:
             raise SettingError(f"setting decode_size={self.decode_size} is not allowed: decode_size must be "
                                f">= size ({self.size}), since the {self.size} px crop is taken from the decoded frames.")
+        if method_class(self.method).vit_only and not is_vit(self.model):
+            raise SettingError(f"setting model={self.model} is not allowed: method {self.method} needs a ViT backbone "
+                               f"({', '.join(m for m in list_models() if is_vit(m))}).")
         problem = input_problem(self.model, self.clip_len, self.size, self.width)
         if problem:
             frames, pixels = smallest_input(self.model, self.width)
@@ -103,6 +106,8 @@ class RunConfig(TrainConfig):
         quick = quick_mode() if quick is None else quick
         base = cls(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3,
                    batch_size=8, lr=3e-3, warmup_epochs=0.5) if quick else cls()
+        if "method" in changes and method_class(changes["method"]).vit_only and "model" not in changes:
+            changes = {"model": "vit_course", "width": 0.5, **changes}  # the course's small ViT
         return replace(base, **changes)
 
     @property

@@ -40,7 +40,8 @@ SUMMARY = "summary.json"
 OPTIMIZERS = {  # name -> (parameters, TrainConfig) -> optimiser
     "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                                weight_decay=cfg.weight_decay),
-    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adamw": lambda params, cfg: torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2),
+                                                    weight_decay=cfg.weight_decay),
 }
 
 
@@ -69,6 +70,7 @@ class TrainConfig(Checked):
     lr: float = 0.01
     optimizer: str = "sgd"  # a key of OPTIMIZERS: "sgd" (momentum) or "adamw"
     momentum: float = 0.9  # SGD
+    beta2: float = 0.999  # AdamW's second-moment decay (VideoMAE: 0.95)
     weight_decay: float = 1e-4
     weight_decay_on: str = "all"  # "all" parameters, or "kernels": conv and linear weights only (CVRL's code)
     schedule: str = "cosine"  # a key of SCHEDULES: "cosine", "multistep" or "constant"
@@ -85,7 +87,7 @@ class TrainConfig(Checked):
 
     RULES = {
         "epochs": integer(1), "batch_size": integer(1), "lr": number(above=0, example="0.001"),
-        "optimizer": one_of(lambda: OPTIMIZERS), "momentum": number(0, 1), "weight_decay": number(0), "weight_decay_on": one_of(("all", "kernels")),
+        "optimizer": one_of(lambda: OPTIMIZERS), "momentum": number(0, 1), "beta2": number(0, 1), "weight_decay": number(0), "weight_decay_on": one_of(("all", "kernels")),
         "schedule": one_of(lambda: SCHEDULES), "warmup_epochs": number(0),
         "milestones": int_list(0, example="[120, 160]"), "gamma": number(above=0),
         "num_workers": integer(0), "seed": integer(0, 2 ** 32 - 1), "amp": flag(), "channels_last": flag(),

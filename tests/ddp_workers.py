@@ -7,7 +7,8 @@ import torch.distributed as dist
 
 from course_lib import distributed
 from course_lib.data import ClipDataset, Manifest
-from course_lib.methods import build_method, sampler_for
+from course_lib.methods import build_method, method_class, sampler_for
+from course_lib.methods.masking import tube_mask
 from course_lib.models import create_model
 from course_lib.train import TrainConfig, train
 
@@ -18,6 +19,8 @@ STEP_METHODS = {  # name -> options; views are deterministic so both runs see th
     "moco": {"augment": FIXED_VIEWS, "queue": 24, "bn_groups": 1},  # shuffled BN groups are per process
     "dualvar": {"augment": FIXED_VIEWS, "rank": False, "reverse": 0.0},  # the shuffles and reversals are random
     "byol": {"augment": FIXED_VIEWS, "hidden": 32, "dim": 16},
+    "videomae": {"augment": FIXED_VIEWS, "decoder_depth": 1},  # masks given in the batch (MASKS)
+    "vjepa": {"augment": FIXED_VIEWS, "predictor_depth": 1},
 }
 
 
@@ -26,7 +29,8 @@ STEP_METHODS = {  # name -> options; views are deterministic so both runs see th
 # for what DDP needs (every trainable parameter gets a gradient, two steps run) rather than for equal numbers
 ALL_ARMS = {
     **{name: {} for name in ("supervised", "rotation", "vcop", "speed", "simclr", "cvrl")},
-    "moco": {"queue": 24}, "iic": {"negatives": 16}, "byol": {"hidden": 64},
+    "moco": {"queue": 24}, "iic": {"negatives": 16}, "byol": {"hidden": 64}, "videomae": {},
+    "vjepa": {"predictor_depth": 2},
     **{f"dualvar {base} {arm}": {"base": base, "rank": rank, "coherent": coherent, "queue": 24}
        for base in ("simclr", "moco")
        for arm, rank, coherent in (("alone", False, False), ("+ rank", True, False), ("+ coherent", False, True),
@@ -39,6 +43,22 @@ def fixed_batch(n: int = 8, clips: int = 2) -> dict:
     return {"clips": torch.randint(0, 256, (n, clips, 3, 4, 32, 32), generator=g, dtype=torch.uint8),
             "index": torch.arange(n), "label": torch.arange(n) % 4,
             "frames": torch.arange(4).repeat(n, clips, 1)}  # stride 1: the speed task's class 0
+
+
+def small_backbone(method: str):
+    """The smallest backbone of the kind a method takes (a ViT for the masked methods)."""
+    return create_model("vit_course" if method_class(method).vit_only else "r3d_vcop", width=0.125)
+
+
+def given_masks(name: str, n: int = 8) -> dict:
+    """Masks drawn once, for the masked methods, so one process and two see the same ones (each process would
+    draw its own); the same count in every clip (2 x 4 x 4 tokens), so that no process trims differently."""
+    g = torch.Generator().manual_seed(0)
+    if name == "videomae":
+        return {"mask": tube_mask(n, (2, 4, 4), 0.9, generator=g)}  # B x N
+    if name == "vjepa":
+        return {"mask": torch.stack([tube_mask(n, (2, 4, 4), r, generator=g) for r in (0.5, 0.75)], 1)}  # B x 2 x N
+    return {}
 
 
 def on_this_process(method, batch: dict, rank: int, world: int):
@@ -57,8 +77,8 @@ def two_steps(arm: str, rank: int, world: int) -> dict:
     """Two training steps of one arm on this process's share of a batch; which parameters got no gradient."""
     torch.manual_seed(rank)
     name = arm.split()[0]
-    method = build_method(name, create_model("r3d_vcop", width=0.125), num_classes=4, num_videos=8, size=28,
-                          **ALL_ARMS[arm])
+    method = build_method(name, small_backbone(name), num_classes=4, num_videos=8,
+                          size=32 if method_class(name).vit_only else 28, **ALL_ARMS[arm])
     batch = fixed_batch(clips=3 if name == "vcop" else 2)
     method, model, local = on_this_process(method, batch, rank, world)
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
@@ -75,8 +95,9 @@ def two_steps(arm: str, rank: int, world: int) -> dict:
 def one_step(name: str, rank: int, world: int) -> dict:
     """Loss, gradients and buffers after one step on this process's share of ``fixed_batch``."""
     torch.manual_seed(0)
-    method = build_method(name, create_model("r3d_vcop", width=0.125), num_videos=8, size=28, **STEP_METHODS[name])
-    batch = fixed_batch()
+    method = build_method(name, small_backbone(name), num_videos=8, size=32 if method_class(name).vit_only else 28,
+                          **STEP_METHODS[name])
+    batch = {**fixed_batch(), **given_masks(name)}
     method, model, local = on_this_process(method, batch, rank, world)
     loss, logs = model(local)
     loss.backward()

@@ -40,6 +40,30 @@ EXPECTED = {
                                     optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, schedule="multistep",
                                     milestones=[30, 60, 80], gamma=0.1, eval_options={"flip": 0.5}),
 }
+# after 2021 (notebooks 08 and 09): rho-BYOL, VideoMAE and V-JEPA
+EXPECTED.update({
+    "byol_slowr50_k400": dict(method="byol", model="slow_r50", clip_len=8, stride=8, size=224, epochs=200,
+                              batch_size=64, optimizer="sgd", lr=0.6, weight_decay=1e-6, weight_decay_on="kernels",
+                              schedule="cosine", warmup_epochs=35,
+                              options={"rho": 2, "dim": 256, "hidden": 4096, "momentum": 0.996, "predictor": True,
+                                       "augment": {"scale": [0.2, 0.766], "ratio": [0.75, 1.333], "flip": 0.5,
+                                                   "jitter": 0.8, "brightness": 0.6, "contrast": 0.6,
+                                                   "saturation": 0.6, "hue": 0.15, "grayscale": 0.2, "blur": 0.5}}),
+    "videomae_vitb_ucf101": dict(method="videomae", model="vit_b", clip_len=16, stride=4, size=224, epochs=3200,
+                                 batch_size=192, optimizer="adamw", lr=3e-4 * 192 / 256, beta2=0.95,
+                                 weight_decay=0.05, schedule="cosine", warmup_epochs=40,
+                                 options={"mask_ratio": 0.75, "masking": "tube", "decoder_depth": 4,
+                                          "norm_pix": True}),
+    "videomae_vitb_k400": dict(method="videomae", model="vit_b", clip_len=16, stride=4, size=224, epochs=800,
+                               batch_size=2048, optimizer="adamw", lr=1.5e-4 * 2048 / 256, beta2=0.95,
+                               weight_decay=0.05, schedule="cosine", warmup_epochs=40,
+                               options={"mask_ratio": 0.9, "masking": "tube", "decoder_depth": 4, "norm_pix": True}),
+    "vjepa_vitl16_k400": dict(method="vjepa", model="vit_l", clip_len=16, stride=4, size=224, batch_size=3072,
+                              epochs=round(90_000 * 3072 / 240_000), optimizer="adamw", lr=6.25e-4,
+                              weight_decay=0.04, grad_clip=10.0, warmup_epochs=154,
+                              options={"masks": [[8, 0.15], [2, 0.7]], "aspect": [0.75, 1.5], "predictor_depth": 12,
+                                       "predictor_dim": 384, "momentum": 0.998, "momentum_horizon": 1.25}),
+})
 EXPECTED["cvrl_r3d50_k600"] = EXPECTED["cvrl_r3d50_k400"]
 EXPECTED["dualvar_r21d_simclr_k400"] = EXPECTED["dualvar_r21d_simclr_ucf101"]
 moco = {**EXPECTED["dualvar_r21d_simclr_ucf101"]}
@@ -69,31 +93,38 @@ def test_config_carries_the_paper_settings(name):
         return
     # the options are the method's own: build it (a small backbone) and check that they arrived
     method = build_method(cfg.method, create_model(cfg.model, width=0.125), num_videos=32, size=cfg.size, **cfg.options)
-    assert method.temperature == cfg.options["temperature"]  # every option's path: tests/test_registry.py
+    attr, key = {"byol": ("rho", "rho"), "videomae": ("mask_ratio", "mask_ratio"),
+                 "vjepa": ("base_momentum", "momentum")}.get(cfg.method, ("temperature", "temperature"))
+    assert getattr(method, attr) == cfg.options[key]  # every option's path: tests/test_registry.py
 
 
 def test_r3d50_and_r21d_are_the_paper_sizes():
     from course_lib.models import complexity
 
     assert complexity(create_model("r3d_50"), (1, 3, 16, 224, 224))["params"] / 1e6 == pytest.approx(31.7, abs=0.1)
+    # Slow-R50 8x8: 54.5 GMACs at 256 x 256 (SlowFast, ICCV 2019, table 2: "Slow-only R-50 8x8")
+    slow = complexity(create_model("slow_r50").to("meta"), (1, 3, 8, 256, 256))
+    assert slow["gmacs"] == pytest.approx(54.5, rel=0.01) and slow["params"] / 1e6 == pytest.approx(31.6, abs=0.1)
     assert sum(p.numel() for p in create_model("r21d_vcop").parameters()) / 1e6 == pytest.approx(14.4, abs=0.1)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["iic_r3d_ucf101", "cvrl_r3d50_k400", "dualvar_r21d_moco_ucf101"])
+@pytest.mark.parametrize("name", ["iic_r3d_ucf101", "cvrl_r3d50_k400", "dualvar_r21d_moco_ucf101",
+                                  "videomae_vitb_ucf101"])
 def test_config_runs_on_the_builtin_dataset_with_overrides(name, synth_quick, tmp_path, capsys):
     out = tmp_path / name
+    size = ["size=32"] if EXPECTED[name]["model"].startswith("vit") else []  # a ViT takes multiples of its patch
     assert main(["pretrain", "--config", name, "--data", str(synth_quick.root), "--out", str(out),
-                 "--no-progress", *SMALL]) == 0
+                 "--no-progress", *SMALL, *size]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["method"] == EXPECTED[name]["method"] and run["model"] == EXPECTED[name]["model"]
-    assert run["options"] == EXPECTED[name]["options"] and run["size"] == 28  # the overrides win over the file
+    assert run["options"] == EXPECTED[name]["options"] and run["size"] == (32 if size else 28)  # overrides win
     assert (out / "checkpoint.pt").exists()
 
 
 def test_config_errors(tmp_path, capsys):
     assert main(["pretrain", "--config", "no_such_config", "--out", str(tmp_path / "x")]) == 2
-    assert "no_such_config: config file not found (shipped configs: cvrl_linear_eval_k600, cvrl_r3d50_k400" in capsys.readouterr().err
+    assert "no_such_config: config file not found (shipped configs: byol_slowr50_k400, cvrl_linear_eval_k600" in capsys.readouterr().err
     assert main(["pretrain", "--method", "simclr", "--config", "iic_r3d_ucf101", "--out", str(tmp_path / "x")]) == 2
     assert "--method simclr contradicts method: iic" in capsys.readouterr().err
     assert config_path("iic_r3d_ucf101").name == "iic_r3d_ucf101.yaml"

@@ -24,16 +24,25 @@ ALT = {
                 "temperature": 0.2, "theta": 0.5, "rank": False, "coherent": False, "rank_form": "anchor",
                 "rank_cap": 2.0, "coherent_form": "cross", "reverse": 0.0, "queue": 12, "momentum": 0.9},
     "byol": {"augment": {"blur": 0.5}, "rho": 3, "dim": 32, "hidden": 48, "momentum": 0.9, "predictor": False},
+    "videomae": {"augment": {"flip": 0.5}, "mask_ratio": 0.75, "masking": "random", "decoder_depth": 2,
+                 "norm_pix": False},
+    "vjepa": {"augment": {"flip": 0.0}, "masks": [[4, 0.2]], "aspect": [1.0, 1.0], "predictor_depth": 2,
+              "predictor_dim": 12, "momentum": 0.99, "momentum_horizon": 1.0},
 }
 CONTEXT = {("dualvar", "queue"): {"base": "moco"}, ("dualvar", "momentum"): {"base": "moco"}}  # options of MoCo
 SCALARS = (int, float, str, bool, tuple, type(None))
+
+
+def small_backbone(method: str):
+    """The smallest backbone of the kind a method takes (a ViT for the masked methods)."""
+    return create_model("vit_course" if method_class(method).vit_only else "r3d_vcop", width=0.125)
 
 
 def fingerprint(name: str, **options) -> tuple:
     """What a method built with ``options`` is: its parameter shapes, every module's scalar settings, its
     printed form (augmentation included), and the sampler of its training clips."""
     torch.manual_seed(0)
-    m = build_method(name, create_model("r3d_vcop", width=0.125), num_classes=4, num_videos=40, size=32, **options)
+    m = build_method(name, small_backbone(name), num_classes=4, num_videos=40, size=32, **options)
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     settings = {(path, k): repr(v) for path, mod in m.named_modules() for k, v in vars(mod).items()
                 if not k.startswith("_") and isinstance(v, SCALARS)}
@@ -67,7 +76,7 @@ def test_each_method_declares_its_needs(name):
     assert set(cls.needs) <= {"num_classes", "num_videos"}
     for need in cls.needs:
         with pytest.raises(ValueError, match=f"the {name} method needs {need}"):
-            build_method(name, create_model("r3d_vcop", width=0.125), **{"num_classes": 4, "num_videos": 8,
+            build_method(name, small_backbone(name), **{"num_classes": 4, "num_videos": 8,
                                                                          need: None})
 
 

@@ -18,10 +18,12 @@ from .iic import IIC
 from .cvrl import CVRL
 from .dualvar import DualVar
 from .byol import BYOL
+from .videomae import VideoMAE
+from .vjepa import VJEPA
 from .registry import Method, build_method, check_options, list_methods, method_class, register_method, sampler_for
 
 METHODS = tuple(list_methods())
 
 __all__ = ["METHODS", "Method", "build_method", "check_options", "list_methods", "method_class", "register_method",
            "sampler_for", "Supervised", "RotationPrediction", "ClipOrderPrediction", "SpeedPrediction", "SimCLR",
-           "MoCo", "IIC", "CVRL", "DualVar", "BYOL"]
+           "MoCo", "IIC", "CVRL", "DualVar", "BYOL", "VideoMAE", "VJEPA"]

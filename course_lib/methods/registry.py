@@ -6,7 +6,8 @@ A method declares, on its class, what the rest of the library needs to know:
   built from its own options (VCOP's ``num_clips`` and ``gap``, CVRL's ``interval``);
 * ``augments``: whether it crops on the device (frames are then decoded larger than the crop);
 * ``needs``: what its constructor must be given (``num_classes``, ``num_videos``);
-* ``clip_problem(clip_len, options)``: why a clip length is too short for it, if it is.
+* ``clip_problem(clip_len, options)``: why a clip length is too short for it, if it is;
+* ``vit_only``: whether it needs a ViT backbone (the masked methods work on tokens).
 
 Its options are the keyword arguments of its constructor and of its ``sampler``; an option
 both take (VCOP's ``num_clips``, the speed task's ``strides``) reaches both.
@@ -35,6 +36,7 @@ class Method(nn.Module):
     augments: ClassVar[bool] = False
     needs: ClassVar[tuple[str, ...]] = ()
     clips_per_video: ClassVar[int] = 1  # for the default sampler
+    vit_only: ClassVar[bool] = False
 
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1):

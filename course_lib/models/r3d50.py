@@ -9,6 +9,7 @@ input frames leave the stem as 8 time steps; temporal kernel 1 in res2-res3 and 
 res4-res5 (in the first 1x1 of each bottleneck); no further temporal down-sampling.
 31.7M parameters at width 1 (without a classifier). ``stem_temporal_stride=1`` keeps every
 time step (twice the compute), the form of earlier versions of this course.
+``slow_r50`` is the Slow pathway of SlowFast (rho-BYOL's backbone): a 1x7x7 stem, no temporal stride.
 """
 from __future__ import annotations
 
@@ -80,3 +81,11 @@ class R3D50(Backbone):
 def r3d_50(**kwargs) -> R3D50:
     """CVRL's R3D-50 (SlowOnly-style 3D ResNet-50, temporal stride 2 in the stem only)."""
     return R3D50(**kwargs)
+
+
+@register("slow_r50")
+def slow_r50(**kwargs) -> R3D50:
+    """Slow-R50 (SlowOnly ResNet-50; Feichtenhofer et al., *SlowFast Networks*, ICCV 2019), the backbone of
+    rho-BYOL: the same bottlenecks, but a 1x7x7 stem without temporal stride, so every input frame stays a
+    time step (SlowFast ``video_model_builder.py``: ``_TEMPORAL_KERNEL_BASIS["slow"]``, ``_POOL1["slow"]``)."""
+    return R3D50(**{"stem_temporal_kernel": 1, "stem_temporal_stride": 1, **kwargs})

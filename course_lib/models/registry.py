@@ -76,6 +76,22 @@ def smallest_input(name: str, width: float = 1.0, *, frames: int = 16, size: int
     return t, s
 
 
+def _count_cpu_attention() -> None:
+    """Teach ``torch.utils.flop_counter`` the CPU's fused attention kernels (it knows the CUDA ones), with the
+    formulas it uses for those, so that a ViT's N x N attention products are counted on every device."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    for op, formula in (("_scaled_dot_product_flash_attention_for_cpu", fc.sdpa_flop),
+                        ("_scaled_dot_product_flash_attention_for_cpu_backward", fc.sdpa_backward_flop)):
+        packet = getattr(aten, op, None)
+        if packet is not None and packet not in fc.flop_registry and packet.default not in fc.flop_registry:
+            fc.register_flop_formula(packet, get_raw=True)(formula)  # the formulas take shapes already
+
+
+_count_cpu_attention()
+
+
 def head(feature_dim: int, num_classes: int | None) -> nn.Module:
     return nn.Linear(feature_dim, num_classes) if num_classes else nn.Identity()
 
