@@ -53,7 +53,7 @@ class RunConfig(TrainConfig):
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-3
-    optimizer: str = "adamw"  # robust at small scale; the paper configs (notebook 09) use SGD
+    optimizer: str = "adamw"  # robust at small scale; the paper configs (notebook 11) mostly use SGD
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     device: str | None = None  # None: CUDA, else Apple MPS, else the CPU (runtime.get_device)
@@ -107,7 +107,7 @@ class RunConfig(TrainConfig):
         base = cls(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3,
                    batch_size=8, lr=3e-3, warmup_epochs=0.5) if quick else cls()
         if "method" in changes and method_class(changes["method"]).vit_only and "model" not in changes:
-            changes = {"model": "vit_course", "width": 0.5, **changes}  # the course's small ViT
+            changes = {**VIT_BUDGET, **changes}  # the course's small ViT
         return replace(base, **changes)
 
     @property
@@ -186,11 +186,11 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
 
 
 def course_config(quick: bool | None = None, **changes) -> RunConfig:
-    """The shared setting of notebooks 03-08, so that every method's numbers compare.
+    """The shared setting of notebooks 03-10, so that every method's numbers compare.
 
     A small backbone (``r3d_vcop`` at width 0.25), AdamW, batch 8, clips with frame stride 2:
     8 frames at 48 px for 8 epochs in quick mode, 16 frames at 64 px for 30 epochs otherwise.
-    Every run of notebooks 03-07 uses this budget, so notebook 08 compares their cached runs.
+    Every run of notebooks 03-09 uses this budget, so notebook 10 compares their cached runs.
     """
     quick = quick_mode() if quick is None else quick
     base = RunConfig.default(quick=True, epochs=8 if quick else 30, size=48 if quick else 64,
@@ -198,9 +198,14 @@ def course_config(quick: bool | None = None, **changes) -> RunConfig:
     return replace(base, **changes)
 
 
+# the backbone of the masked methods at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
+# 16 x 64 x 64 clip) beside r3d_vcop x0.25 (0.90M, 0.49 GMACs)
+VIT_BUDGET = {"model": "vit_course", "width": 0.5}
+
+
 def comparison_runs(base: RunConfig) -> dict[str, tuple[str, RunConfig]]:
-    """Every method of notebooks 03-07 at the shared budget ``base``: {name: (run folder under the
-    runs cache, config)}. Each is the run its notebook trains, so notebook 08 loads the cached one."""
+    """Every method of notebooks 03-09 at the shared budget ``base``: {name: (run folder under the
+    runs cache, config)}. Each is the run its notebook trains, so notebook 10 loads the cached one."""
     return {
         "rotation": ("03/rotation", replace(base, method="rotation")),
         "vcop": ("03/vcop", replace(base, method="vcop", stride=1)),  # three clips and two gaps must fit
@@ -211,6 +216,10 @@ def comparison_runs(base: RunConfig) -> dict[str, tuple[str, RunConfig]]:
         "cvrl": ("06/consistent_decreasing", replace(base, method="cvrl", options={"hidden": 512})),
         "dualvar": ("07/simclr_both", replace(base, method="dualvar",
                                               options={"base": "simclr", "rank": True, "coherent": True})),
+        "byol": ("08/byol", replace(base, method="byol")),
+        # the masked methods need a ViT: the course's, at about the CNN's parameters and compute (VIT_BUDGET)
+        "videomae": ("09/videomae", replace(base, method="videomae", **VIT_BUDGET)),
+        "vjepa": ("09/vjepa", replace(base, method="vjepa", **VIT_BUDGET)),
         "supervised": ("03/supervised", replace(base, method="supervised")),
     }
 
@@ -295,6 +304,17 @@ def load_backbone(checkpoint: str | os.PathLike, *, weights: bool = True) -> tup
     weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     backbone.load_state_dict(weights, strict=True)
     return backbone, cfg
+
+
+def load_method(checkpoint: str | os.PathLike, **context) -> tuple[torch.nn.Module, RunConfig]:
+    """The whole trained method of a pretraining run (heads, decoder, target network too), in eval mode, from its
+    checkpoint and run.json; ``context`` gives what its constructor needs (``num_classes``, ``num_videos``)."""
+    _, cfg = load_backbone(checkpoint, weights=False)
+    checkpoint = Path(checkpoint)
+    method = build_method(cfg.method, backbone_from(cfg), size=cfg.size, **context, **cfg.options)
+    method.load_state_dict(load_checkpoint(checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint)["method"],
+                           strict=True)
+    return method.eval(), cfg
 
 
 def eval_config(protocol: str, checkpoint: str | os.PathLike | None = None, config: str | None = None,

@@ -248,3 +248,29 @@ def test_training_a_masked_method_resumes_exactly(tmp_path, synth_quick):
     resumed, again = run(tmp_path / "b", stop=1)
     assert [h["loss"] for h in again] == [h["loss"] for h in history]
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), resumed.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_masked_pretraining_and_the_attentive_probe_from_the_command_line(tmp_path, synth_quick, capsys):
+    """pretrain --method videomae|vjepa picks the course's ViT, and evaluate --protocol attentive reads any backbone."""
+    from course_lib.cli import main
+
+    small = ["width=0.125", "clip_len=4", "size=32", "batch_size=4", "epochs=1", "steps_per_epoch=1", "num_workers=0",
+             "test_clips=1"]
+    for method in ("videomae", "vjepa"):
+        out = tmp_path / method
+        assert main(["pretrain", "--method", method, "--data", str(synth_quick.root), "--out", str(out), "--no-progress", *small,
+                     "options.predictor_depth=1" if method == "vjepa" else "options.decoder_depth=1"]) == 0
+        assert json.loads((out / "run.json").read_text())["model"] == "vit_course"
+    result = tmp_path / "attentive.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "vjepa"), "--protocol", "attentive", "--data",
+                 str(synth_quick.root), "--out", str(result), "--no-progress", "eval_options.probe_epochs=2"]) == 0
+    r = json.loads(result.read_text())
+    assert r["tokens_per_clip"] == 2 * 4 * 4 and 0 <= r["test_acc"] <= 100
+    cnn = tmp_path / "cnn.json"  # a random 3D CNN: its last feature map read as tokens
+    assert main(["evaluate", "--random-init", "--protocol", "attentive", "--data", str(synth_quick.root), "--out",
+                 str(cnn), "--no-progress", "model=r3d_vcop", "width=0.125", "clip_len=8", "size=32", "test_clips=1",
+                 "num_workers=0", "eval_options.probe_epochs=2"]) == 0
+    assert json.loads(cnn.read_text())["tokens_per_clip"] == 1 * 2 * 2  # r3d_vcop: T / 8 x H / 16 x W / 16
+    assert main(["pretrain", "--method", "videomae", "--out", str(tmp_path / "bad"), "model=r3d_vcop"]) == 2
+    assert "method videomae needs a ViT backbone" in capsys.readouterr().err

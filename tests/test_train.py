@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from course_lib.data import ClipDataset
-from course_lib.methods import METHODS, build_method, sampler_for
+from course_lib.methods import METHODS, build_method, method_class, sampler_for
 from course_lib.methods.rotation import rotate
 from course_lib.models import create_model
 from course_lib.train import CHECKPOINT, METRICS, TrainConfig, load_checkpoint, load_or_train, lr_factor, train
@@ -21,7 +21,8 @@ def dataset_for(method: str, manifest, clip_len=4):
     return ClipDataset(manifest, sampler_for(method, clip_len=clip_len), split="train", size=(32, 32))
 
 
-@pytest.mark.parametrize("name", METHODS)
+# the masked methods need a ViT and learn per-patch normalised pixels slowly: tests/test_masked.py
+@pytest.mark.parametrize("name", [m for m in METHODS if not method_class(m).vit_only])
 def test_every_method_reduces_its_loss_on_a_fixed_batch(name, synth_quick):
     torch.manual_seed(0)
     ds = dataset_for(name, synth_quick)

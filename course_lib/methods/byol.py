@@ -21,7 +21,8 @@ from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
 from ..data.samplers import RandomClipSampler
-from ..losses import byol_loss, cosine_momentum, momentum_update, positive_rank_accuracy
+from ..distributed import gather_no_grad
+from ..losses import byol_loss, cosine_momentum, embedding_std, momentum_update, positive_rank_accuracy
 from .common import mlp, normalize
 from .registry import Method, register_method
 
@@ -66,4 +67,4 @@ class BYOL(Method):
             z = rearrange(z, "(s b) d -> s b d", s=self.rho)
         loss = byol_loss(p, z)
         return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(p[0], z[1]),
-                      "momentum": self.momentum}
+                      "momentum": self.momentum, "std": embedding_std(gather_no_grad(z[0])).item()}  # 0: collapsed
