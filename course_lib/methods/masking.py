@@ -24,8 +24,6 @@ import math
 import torch
 from einops import repeat
 
-MASKINGS = ("tube", "random")
-
 
 def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, generator: torch.Generator | None = None,
               device=None) -> torch.Tensor:
