@@ -272,6 +272,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
             t1 = time.perf_counter()
             wait += t1 - t0
             batch = _to_device(batch, device)
+            clips_per_video = batch["clips"].shape[1]  # B x S x C x T x H x W: S clips of every video
             if hasattr(method, "set_progress"):
                 method.set_progress((epoch + step / steps) / cfg.epochs)
             with autocast(device, cfg.amp):
@@ -298,7 +299,8 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
                   "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
-                  "clips_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2)}
+                  "videos_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2),
+                  "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2)}
         history.append(record)
         rng = distributed.gather_objects(rng_state(device))
         if ctx.is_main:

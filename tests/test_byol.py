@@ -134,6 +134,7 @@ def test_training_follows_the_momentum_schedule_and_resumes_exactly(tmp_path, sy
 
     m, history = run(tmp_path / "a")
     assert m.momentum == pytest.approx(cosine_momentum(0.9, 5 / 6))  # the last of 6 steps starts at 5/6
+    assert all(h["clips_per_s"] == pytest.approx(2 * h["videos_per_s"], rel=0.02) for h in history)  # rho = 2
     means = [h["momentum"] for h in history]  # per epoch: the mean over its two steps
     expected = [(cosine_momentum(0.9, (2 * e) / 6) + cosine_momentum(0.9, (2 * e + 1) / 6)) / 2 for e in range(3)]
     assert means == pytest.approx(expected)
