@@ -131,11 +131,11 @@ def local_rows(n: int, device=None) -> torch.Tensor:
 
 
 def mean_over_processes(values: dict[str, float]) -> dict[str, float]:
-    """Average a dict of numbers over the processes (for logs); unchanged on one process."""
+    """Average a dict of numbers (or 0-d tensors) over the processes (for logs), as Python floats."""
     if not active() or not values:
-        return values
+        return {k: float(v) for k, v in values.items()}
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
     return dict(zip(keys, (t / dist.get_world_size()).tolist()))
 

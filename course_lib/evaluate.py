@@ -223,7 +223,7 @@ class FrozenLinear(nn.Module):
     def forward(self, batch: dict):
         logits = self.fc(self.features(self.augment(batch["clips"][:, 0])))  # B x K
         loss = F.cross_entropy(logits, batch["label"])
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, batch["label"])}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, batch["label"])}
 
     @torch.no_grad()
     def logits(self, clips: torch.Tensor) -> torch.Tensor:

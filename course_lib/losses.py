@@ -67,7 +67,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, red
     return 2 * loss if reduction == "sum" else loss
 
 
-def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
+def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Fraction of rows of z1 whose most similar row of z2 is their own positive (a training log).
 
     Under torchrun the candidates are every process's z2, so the mean over the processes
@@ -76,7 +76,7 @@ def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> float:
     with torch.no_grad():
         keys = gather_no_grad(F.normalize(z2, dim=1))
         sim = F.normalize(z1, dim=1) @ keys.T
-        return (sim.argmax(1) == local_rows(len(z1), z1.device)).float().mean().item()
+        return (sim.argmax(1) == local_rows(len(z1), z1.device)).float().mean()  # 0-d, on the device
 
 
 # ----------------------------------------------------------------------------- MoCo

@@ -84,6 +84,7 @@ class TrainConfig(Checked):
     compile: bool = False  # torch.compile the backbone
     steps_per_epoch: int | None = None  # cap, for quick runs
     grad_clip: float | None = None  # clip the gradient norm to this value
+    log_every: int = 10  # steps between reads of the logs on the host (the loop's only device syncs)
 
     RULES = {
         "epochs": integer(1), "batch_size": integer(1), "lr": number(above=0, example="0.001"),
@@ -92,6 +93,7 @@ class TrainConfig(Checked):
         "milestones": int_list(0, example="[120, 160]"), "gamma": number(above=0),
         "num_workers": integer(0), "seed": integer(0, 2 ** 32 - 1), "amp": flag(), "channels_last": flag(),
         "compile": flag(), "steps_per_epoch": integer(1, optional=True), "grad_clip": number(above=0, optional=True),
+        "log_every": integer(1),
     }
 
 
@@ -179,7 +181,7 @@ def _same_run(saved: dict, cfg: TrainConfig) -> bool:
     """Whether a checkpoint's config matches: the settings that change no number (workers, memory format,
     compilation) may differ, and a setting added to TrainConfig after the checkpoint was written
     matches when it holds its default (what the code did before the setting existed)."""
-    free = ("num_workers", "channels_last", "compile")
+    free = ("num_workers", "channels_last", "compile", "log_every")
     now = asdict(cfg)
     default = asdict(TrainConfig())
     saved = {**{k: default[k] for k in now.keys() - saved.keys() if k in default}, **saved}
@@ -267,6 +269,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
                    leave=False)
+        bad = None  # on the device: whether any loss since the last log point was not finite
         for step in range(steps):
             batch = next(batch_iter)
             t1 = time.perf_counter()
@@ -277,22 +280,31 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                 method.set_progress((epoch + step / steps) / cfg.epochs)
             with autocast(device, cfg.amp):
                 loss, logs = model(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                         f"lower the learning rate (lr={cfg.lr}).")
+            finite = torch.isfinite(loss.detach())
+            bad = ~finite if bad is None else bad | ~finite
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in logs.items():  # summed where they are: device tensors stay on the device
+                sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
             t0 = time.perf_counter()
             compute += t0 - t1
             bar.update(1)
-            bar.set_postfix(loss=f"{logs.get('loss', loss.item()):.3f}", data_wait=f"{wait / (wait + compute):.0%}")
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # a log point: the host reads the device once
+                any_bad, last = torch.stack([bad.float(), loss.detach().float()]).tolist()
+                if any_bad:
+                    raise FloatingPointError(f"the loss was not finite at epoch {epoch + 1}, within steps "
+                                             f"{step + 2 - ((step + 1) % cfg.log_every or cfg.log_every)}-{step + 1} "
+                                             f"(now {last}); lower the learning rate (lr={cfg.lr}).")
+                bad = None
+                bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{wait / (wait + compute):.0%}")
         bar.close()
+        on_device = [k for k, v in sums.items() if torch.is_tensor(v)]
+        if on_device:  # one read for every log of the epoch
+            sums.update(zip(on_device, torch.stack([sums[k] for k in on_device]).tolist()))
         means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
         timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
         seconds = timing["wait"] + timing["compute"]

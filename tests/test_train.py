@@ -175,3 +175,45 @@ def test_weight_decay_on_kernels_only_leaves_biases_and_batchnorm_alone():
         opt.step()
         moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n]) and before[n].abs().sum() > 0}
         assert moved == {n for n in decays if before[n].abs().sum() > 0}, on
+
+
+@pytest.mark.parametrize("name", ["simclr", "dualvar"])
+def test_the_loop_reads_the_device_once_per_log_interval(name, tmp_path, synth_quick, monkeypatch):
+    """Over 24 steps (3 epochs of 8) with log_every=4, the loop and the method turn device tensors into Python
+    numbers only at the log points (2 per epoch) and at each epoch's end: logs stay tensors, summed where they live."""
+    import traceback
+    from pathlib import Path
+
+    watched = ("course_lib/train.py", "course_lib/losses.py", "course_lib/methods/")
+    calls = []
+    for attr in ("item", "tolist", "__float__", "__bool__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, attr)
+
+        def counted(self, *args, _original=original, _attr=attr, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            path = Path(caller.filename).as_posix()
+            if any(w in path for w in watched) and caller.name != "__iter__":  # the batch sampler's index lists are host data
+                calls.append(f"{_attr} {Path(caller.filename).name}:{caller.lineno}")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, attr, counted)
+    torch.manual_seed(0)
+    method = build_method(name, tiny_backbone(), size=28, num_videos=64)
+    cfg = TrainConfig(epochs=3, batch_size=2, lr=0.01, num_workers=0, log_every=4)
+    ds = dataset_for(name, synth_quick)
+    assert len(ds) // 2 == 8
+    train(method, ds, cfg, tmp_path, progress=False)
+    monkeypatch.undo()
+    assert len(calls) == 3 * 3, calls  # per epoch: steps 4 and 8, and the epoch's means
+
+
+def test_a_nan_loss_stops_the_run_at_the_next_log_point(tmp_path, synth_quick):
+    method = build_method("rotation", tiny_backbone())
+    with torch.no_grad():
+        for p in method.parameters():
+            p.fill_(float("nan"))
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.01, num_workers=0, steps_per_epoch=6, log_every=4)
+    with pytest.raises(FloatingPointError, match=r"loss was not finite at epoch 1, within steps 1-4 .*lower the "
+                                                 r"learning rate \(lr=0.01\)"):
+        train(method, dataset_for("rotation", synth_quick), cfg, tmp_path, progress=False)
+    assert not (tmp_path / CHECKPOINT).exists()  # nothing written from a diverged run

@@ -66,5 +66,5 @@ class BYOL(Method):
             z = self.target_projector(self.target_backbone(torch.cat(views)))  # (rho B) x dim, one batch
             z = rearrange(z, "(s b) d -> s b d", s=self.rho)
         loss = byol_loss(p, z)
-        return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(p[0], z[1]),
-                      "momentum": self.momentum, "std": embedding_std(gather_no_grad(z[0])).item()}  # 0: collapsed
+        return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(p[0], z[1]),
+                      "momentum": self.momentum, "std": embedding_std(gather_no_grad(z[0]))}  # 0: collapsed

@@ -31,8 +31,10 @@ def mlp(dims: list[int], *, batch_norm: bool = False, last_relu: bool = False) -
     return nn.Sequential(*layers)
 
 
-def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
-    return (logits.argmax(1) == target).float().mean().item()
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Share of rows whose top logit is the target, a 0-d tensor on the logits' device (a training log: the
+    loop reads it on the host only at its log points)."""
+    return (logits.argmax(1) == target).float().mean().detach()
 
 
 def two_views(batch: dict, augment: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,4 +53,4 @@ class CVRL(Method):
         z1 = self.projector(self.backbone(normalize(x1)))  # B x dim
         z2 = self.projector(self.backbone(normalize(x2)))  # B x dim
         loss = nt_xent(z1, z2, self.temperature, reduction="sum" if self.loss_sum else "mean")
-        return loss, {"loss": loss.item(), "acc": positive_rank_accuracy(z1, z2)}
+        return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(z1, z2)}

@@ -163,4 +163,4 @@ class DualVar(Method):
                 f3, f_shuf = self.backbone(normalize(torch.cat([x3, shuffled]))).chunk(2)
             logs["rank"] = self.rank_loss(self.segment_embeddings(f1), self.segment_embeddings(f3), f_shuf, perm)
             loss = loss + logs["rank"]
-        return loss, {"loss": loss.item(), **{k: v.item() for k, v in logs.items()}}
+        return loss, {"loss": loss.detach(), **{k: v.detach() for k, v in logs.items()}}

@@ -86,11 +86,11 @@ class IIC(Method):
                 c = torch.cat([c, intra], 1)  # B x (2K + 2) x D
             loss, logits = bank_nce(q, c, self.temperature)
             losses.append(loss)
-            probs.append(logits.softmax(1)[:, 0].mean().item())
+            probs.append(logits.softmax(1)[:, 0].mean().detach())
         self.bank1.update(index, f1)
         self.bank2.update(index, f2)
         if self.intra:
             self.bank_intra.update(index, fn)
         loss = losses[0] + losses[1]
-        return loss, {"loss": loss.item(), "loss_view1": losses[0].item(), "loss_view2": losses[1].item(),
+        return loss, {"loss": loss.detach(), "loss_view1": losses[0].detach(), "loss_view2": losses[1].detach(),
                       "p_pos_view1": probs[0], "p_pos_view2": probs[1]}

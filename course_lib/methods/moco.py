@@ -91,4 +91,4 @@ class MoCo(Method):
     def forward(self, batch: dict):
         x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
         loss, logits, _ = self.contrast(self.query_features(x1), x2)
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}

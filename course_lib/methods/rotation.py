@@ -33,4 +33,4 @@ class RotationPrediction(Method):
         k = torch.randint(0, 4, (clips.shape[0],), device=clips.device)  # B
         logits = self.head(self.backbone(to_float(rotate(clips, k))))  # B x 4
         loss = nn.functional.cross_entropy(logits, k)
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, k)}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, k)}

@@ -45,4 +45,4 @@ class SpeedPrediction(Method):
         label = self.labels(frames)
         logits = self.head(self.backbone(to_float(clips)))  # B x len(strides)
         loss = nn.functional.cross_entropy(logits, label)
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, label)}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, label)}

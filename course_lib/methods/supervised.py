@@ -58,4 +58,4 @@ class Supervised(Method):
     def forward(self, batch: dict):
         logits = self.logits(batch["clips"])
         loss = nn.functional.cross_entropy(logits, batch["label"])
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, batch["label"])}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, batch["label"])}

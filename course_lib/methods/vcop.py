@@ -48,4 +48,4 @@ class ClipOrderPrediction(Method):
         pair = torch.cat([self.pair_fc(torch.cat([f[:, i], f[:, j]], 1)) for i, j in self.pairs], 1)
         logits = self.classifier(pair)  # B x 6
         loss = nn.functional.cross_entropy(logits, label)
-        return loss, {"loss": loss.item(), "acc": accuracy(logits, label)}
+        return loss, {"loss": loss.detach(), "acc": accuracy(logits, label)}

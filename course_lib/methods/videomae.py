@@ -115,4 +115,4 @@ class VideoMAE(Method):
         pred = self.decoder(latent, visible, masked, grid)  # B x M x (tubelet patch patch 3)
         target = gather_tokens(patch_targets(x, vit.tubelet, vit.patch, norm_pix=self.norm_pix), masked)
         loss = F.mse_loss(pred.float(), target)
-        return loss, {"loss": loss.item(), "visible": visible.shape[1], "masked": masked.shape[1]}
+        return loss, {"loss": loss.detach(), "visible": visible.shape[1], "masked": masked.shape[1]}

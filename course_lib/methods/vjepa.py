@@ -97,4 +97,4 @@ class VJEPA(Method):
             losses.append(l1_feature_loss(pred.float(), gather_tokens(h, targets).float()))
             hidden.append(targets.shape[1] / masks.shape[-1])
         loss = torch.stack(losses).mean()
-        return loss, {"loss": loss.item(), "momentum": self.momentum, "masked_share": sum(hidden) / len(hidden)}
+        return loss, {"loss": loss.detach(), "momentum": self.momentum, "masked_share": sum(hidden) / len(hidden)}
