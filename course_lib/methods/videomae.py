@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
-from ..models.vit import VideoViT, init_weights, position_code, transformer
+from ..models.vit import VideoViT, gather_tokens, init_weights, position_code, transformer
 from .common import normalize
 from .masking import MASK_FNS, visible_and_masked
 from .registry import Method, register_method
@@ -41,11 +41,6 @@ def patch_targets(x: torch.Tensor, tubelet: int, patch: int, *, norm_pix: bool =
     if norm_pix:
         p = (p - p.mean(dim=-2, keepdim=True)) / (p.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
     return rearrange(p, "b n q c -> b n (q c)")
-
-
-def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x B x N x D, index B x K -> B x K x D."""
-    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
 class MaskedDecoder(nn.Module):

@@ -28,7 +28,8 @@ from ..losses import momentum_update
 from .common import normalize
 from .masking import multiblock_mask, trimmed_indices
 from .registry import Method, register_method
-from .videomae import MaskedDecoder, gather_tokens, needs_vit
+from ..models.vit import gather_tokens
+from .videomae import MaskedDecoder, needs_vit
 
 # V-JEPA's pretraining augmentation (configs/pretrain/vitl16.yaml): a random resized crop of area 0.3-1 and
 # aspect ratio 0.75-1.35, a horizontal flip, no colour changes

@@ -52,6 +52,11 @@ def position_code(grid: tuple[int, int, int], dim: int, kind: str = "3d") -> tor
     return F.pad(code, (0, dim - 3 * part))
 
 
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x B x N x D, index B x K -> the indexed tokens, B x K x D."""
+    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -138,7 +143,7 @@ class VideoViT(Backbone):
         enter the Transformer (B x K x D): the encoder never sees the others."""
         tokens = self.embed(x)
         if keep is not None:
-            tokens = torch.gather(tokens, 1, keep[..., None].expand(-1, -1, tokens.shape[-1]))  # B x K x D
+            tokens = gather_tokens(tokens, keep)  # B x K x D
         return self.norm(self.blocks(tokens))
 
     def forward_features(self, x):
@@ -165,4 +170,4 @@ for _name in SIZES:
     _vit(_name)
 
 
-__all__ = ["VideoViT", "Block", "transformer", "init_weights", "position_code", "sinusoid", "SIZES"]
+__all__ = ["VideoViT", "Block", "gather_tokens", "transformer", "init_weights", "position_code", "sinusoid", "SIZES"]
