@@ -25,10 +25,10 @@ from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import momentum_update
+from ..models.vit import gather_tokens
 from .common import normalize
 from .masking import multiblock_mask, trimmed_indices
 from .registry import Method, register_method
-from ..models.vit import gather_tokens
 from .videomae import MaskedDecoder, needs_vit
 
 # V-JEPA's pretraining augmentation (configs/pretrain/vitl16.yaml): a random resized crop of area 0.3-1 and
