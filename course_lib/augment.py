@@ -269,15 +269,32 @@ def adjust_hue(x, f):
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, contrast_mean: str = "gray") -> torch.Tensor:
-    """Apply the four jitter ops to each clip in its own random order.
-
-    factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4 permutations.
-    Clips that share an order (24 are possible) go through the four ops as one batch.
-    """
+def _jitter_ops(contrast_mean: str = "gray") -> list:
     ops = list(JITTER_OPS)
     if contrast_mean != "gray":
         ops[1] = lambda v, f: adjust_contrast(v, f, contrast_mean)
+    return ops
+
+
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, contrast_mean: str = "gray",
+                 *, sync_free: bool = False) -> torch.Tensor:
+    """Apply the four jitter ops to each clip in its own random order.
+
+    factors: N x 4 (brightness, contrast, saturation, hue); order: N x 4 permutations.
+    Clips that share an order (24 are possible) go through the four ops as one batch; finding
+    the groups reads the orders on the host. ``sync_free`` (a GPU's choice) reads nothing:
+    at each of the four positions every op runs on every clip and each clip keeps the result
+    of the op its order names there (four times the arithmetic, no wait for the device).
+    """
+    ops = _jitter_ops(contrast_mean)
+    if sync_free:
+        for k in range(4):
+            pick = order[:, k].view(-1, 1, 1, 1, 1)
+            y = ops[3](x, factors[:, 3])
+            for op in (2, 1, 0):
+                y = torch.where(pick == op, ops[op](x, factors[:, op]), y)
+            x = y
+        return x
     orders, group = order.unique(dim=0, return_inverse=True)
     if len(orders) == 1:  # one order for all (always so for a block of one clip): no regrouping
         for op in orders[0].tolist():
@@ -350,8 +367,11 @@ def solarize(x: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(x >= threshold, 1 - x, x)
 
 
-def _where_some(x: torch.Tensor, on: torch.Tensor, fn) -> torch.Tensor:
-    """x with fn applied to the clips where ``on`` is set (only those are computed). Writes into x."""
+def _where_some(x: torch.Tensor, on: torch.Tensor, fn, sync_free: bool = False) -> torch.Tensor:
+    """x with fn applied to the clips where ``on`` is set. Only those are computed, which reads ``on`` on the
+    host; ``sync_free`` computes every clip and selects, reading nothing (may write into x)."""
+    if sync_free:
+        return torch.where(on.view(-1, 1, 1, 1, 1), fn(x, slice(None)), x)
     idx = on.nonzero()[:, 0]
     if len(idx) == len(x):
         return fn(x, idx)
@@ -360,12 +380,16 @@ def _where_some(x: torch.Tensor, on: torch.Tensor, fn) -> torch.Tensor:
     return x
 
 
-def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig) -> torch.Tensor:
+def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig, sync_free: bool = False) -> torch.Tensor:
+    def some(on, fn):
+        return _where_some(x, on, fn, sync_free)
+
     x = resized_crop(x, p["box"], cfg.size, p["flip"])  # a new float tensor, which the steps below may overwrite
-    x = _where_some(x, p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i], cfg.contrast_mean))
-    x = _where_some(x, p["gray"], lambda v, i: grayscale(v).expand_as(v).contiguous())  # later steps write into x
-    x = _where_some(x, p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel, cfg.blur_padding))
-    x = _where_some(x, p["solarize"], lambda v, i: solarize(v, cfg.solarize_threshold))
+    x = some(p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i], cfg.contrast_mean,
+                                                    sync_free=sync_free))
+    x = some(p["gray"], lambda v, i: grayscale(v).expand_as(v).contiguous())  # later steps write into x
+    x = some(p["blur"], lambda v, i: gaussian_blur(v, p["sigma"][i], cfg.kernel, cfg.blur_padding))
+    x = some(p["solarize"], lambda v, i: solarize(v, cfg.solarize_threshold))
     return x
 
 
@@ -381,39 +405,43 @@ def block_size(n: int, per_clip: int, device: torch.device) -> int:
     return n if device.type != "cpu" else max(1, min(n, CPU_BLOCK_FLOATS // per_clip))
 
 
-def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig, block: int | None = None) -> torch.Tensor:
+def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig, block: int | None = None,
+          sync_free: bool | None = None) -> torch.Tensor:
     """Augment N clips (uint8, or float in [0, 1]) with the parameters of ``sample_params``, one set per clip.
 
     Every op is batched over the clips of a block; ``block`` clips at a time (default:
     ``block_size``). The parameters are drawn beforehand, so the result does not depend on it
-    (up to float rounding).
+    (up to float rounding). ``sync_free`` (default: off the CPU) never reads a parameter on
+    the host, so a GPU step does not wait for the device here: the optional ops run on every
+    clip and each clip keeps its own result. The CPU computes only the clips that need an op.
     """
     n, c, t = x.shape[:3]
+    sync_free = x.device.type != "cpu" if sync_free is None else sync_free
     block = block or block_size(n, c * t * cfg.size ** 2, x.device)
     if block >= n:
-        return _apply_block(x, p, cfg)
+        return _apply_block(x, p, cfg, sync_free)
     out = torch.empty(n, c, t, cfg.size, cfg.size, device=x.device)
     for i in range(0, n, block):
         part = slice(i, i + block)
-        out[part] = _apply_block(x[part], {k: v[part] for k, v in p.items()}, cfg)
+        out[part] = _apply_block(x[part], {k: v[part] for k, v in p.items()}, cfg, sync_free)
     return out
 
 
 def augment(clips: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), g: torch.Generator | None = None,
-            *, return_params: bool = False, block: int | None = None):
+            *, return_params: bool = False, block: int | None = None, sync_free: bool | None = None):
     """Augment a batch of clips B x C x T x H x W -> float B x C x T x size x size in [0, 1].
 
-    ``g`` (a torch.Generator on the clips' device) makes the views reproducible. ``block``:
-    see ``apply``.
+    ``g`` (a torch.Generator on the clips' device) makes the views reproducible. ``block``
+    and ``sync_free``: see ``apply``.
     """
     x = clips if clips.dtype == torch.uint8 else clips.float()  # the crop converts uint8 itself
     b, _, t, h, w = x.shape
     if cfg.consistent:
         p = sample_params(cfg, b, h, w, g, x.device)
-        out = apply(x, p, cfg, block)
+        out = apply(x, p, cfg, block, sync_free)
     else:  # every frame is its own one-frame clip
         p = sample_params(cfg, b * t, h, w, g, x.device)
-        out = apply(rearrange(x, "b c t h w -> (b t) c 1 h w"), p, cfg, block)
+        out = apply(rearrange(x, "b c t h w -> (b t) c 1 h w"), p, cfg, block, sync_free)
         out = rearrange(out, "(b t) c 1 h w -> b c t h w", b=b)
     return (out, p) if return_params else out
 

@@ -135,6 +135,25 @@ def test_a_generator_makes_views_reproducible():
     assert a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
 
 
+def test_the_sync_free_path_gives_the_same_views_and_never_reads_the_device():
+    """A GPU augments without reading a parameter on the host (no nonzero, no unique().tolist()): every
+    optional op runs on every clip and each clip keeps its own. The views equal the CPU path's, which
+    computes only the clips that need an op; on the meta device (no data) the sync-free path runs
+    through while the CPU path, which must read the draws, cannot."""
+    x = torch.randint(0, 256, (12, 3, 4, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    for cfg in (STRONG.replace(contrast_mean="channel"), STRONG.replace(consistent=False), STRONG.replace(jitter=0.6)):
+        host, p = A.augment(x, cfg, torch.Generator().manual_seed(4), return_params=True, sync_free=False)
+        free = A.augment(x, cfg, torch.Generator().manual_seed(4), sync_free=True)
+        torch.testing.assert_close(free, host, atol=1e-6, rtol=0)
+    for on in ("jitter", "gray", "blur", "solarize"):  # the last draw had clips with and without each op
+        assert 0 < p[on].sum() < len(p[on]), on
+    assert len(p["order"].unique(dim=0)) > 1
+    meta = {k: v.to("meta") for k, v in p.items()}
+    assert A.apply(x.to("meta"), meta, STRONG, sync_free=True).shape == (12, 3, 4, STRONG.size, STRONG.size)
+    with pytest.raises(NotImplementedError):  # nonzero needs the data
+        A.apply(x.to("meta"), meta, STRONG, sync_free=False)
+
+
 def test_the_block_size_does_not_change_the_views():
     """The CPU works through the batch in cache-sized blocks; the parameters are drawn for the whole
     batch first, so blocks of 1, 3 or all 8 clips give the same views."""
