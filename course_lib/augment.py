@@ -26,6 +26,8 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+from .runtime import full_precision
+
 GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
 
 
@@ -454,7 +456,8 @@ class VideoAugment(nn.Module):
         self.cfg = cfg.replace(**changes)
 
     def forward(self, clips: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        return augment(clips, self.cfg, g)
+        with full_precision(clips):  # a training step's autocast would make the blur's matrix products bf16
+            return augment(clips, self.cfg, g)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.cfg).items())

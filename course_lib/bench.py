@@ -17,6 +17,7 @@ from .data.dataset import ClipDataset
 from .data.manifest import Manifest, VideoEntry
 from .data.samplers import RandomClipSampler
 from .data.synth import CLASSES, PRESETS, render, sample_params
+from .phases import PHASES, PhaseClock, phase_record
 from .runtime import AUTOCAST, autocast, device_name, synchronize
 from .video import decode_clips, decode_from_start, write_video
 
@@ -135,10 +136,12 @@ def decode_benchmark(manifest: Manifest, *, clip_len: int = 16, short_side: int 
     return results
 
 
-def _timed(fn, device: torch.device, repeats: int) -> float:
-    """Seconds per call of fn, after one warm-up call; GPU work is waited for."""
+def _timed(fn, device: torch.device, repeats: int, before=None) -> float:
+    """Seconds per call of fn, after one warm-up call (and ``before()``, if given); GPU work is waited for."""
     fn()
     synchronize(device)
+    if before is not None:
+        before()
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
@@ -205,6 +208,9 @@ def format_table(results: dict) -> str:
             frac = r.get("ceiling_fraction")
             line += f" {r['achieved_tflops']:8.3f} {'' if frac is None else f'{frac:.1%}':>8s}"
         lines.append(line)
+    if any("phase_ms" in r for r in results["rows"]):  # bench train: where the step's time goes
+        lines += ["", f"{'ms per step':32s} " + " ".join(f"{k:>9s}" for k in PHASES)]
+        lines += [f"{r['what']:32s} " + " ".join(f"{r['phase_ms'][k]:9.1f}" for k in PHASES) for r in results["rows"]]
     return "\n".join(lines)
 
 
@@ -239,7 +245,9 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     """Videos/s and clips/s of full training steps (augmentation, forward, loss, backward, SGD) of a method.
 
     The batch is uint8 clips already on ``device`` (two per video, frames ``crop_room(size)``
-    square), so the number is the model's, without data loading. FLOPs per step are
+    square), so the number is the model's, without data loading; ``phase_ms`` splits the step
+    into augmentation, forward, loss, backward and optimiser (``phases.py``; the data and
+    transfer phases of a real run are in its training log). FLOPs per step are
     counted once by ``torch.utils.flop_counter`` (eager, fp32); ``achieved_tflops`` divides
     them by the measured step time and ``ceiling_fraction`` by the GPU's bf16 peak.
     """
@@ -266,16 +274,23 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
         m.backbone.compile()
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     use_amp = amp and dev.type in AUTOCAST
+    clock = PhaseClock(dev).watch(m)
 
     def step():
+        clock.mark("loss")  # the method's own code; its hooks mark augment and forward
         with autocast(dev, use_amp):
             loss, _ = m(data)
+        clock.mark("backward")
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        clock.mark("optimizer")
         opt.step()
+        clock.mark(None)
 
     step()  # a second warm-up (compilation, cuDNN autotuning) beyond _timed's own
-    seconds = _timed(step, dev, steps)
+    seconds = _timed(step, dev, steps, before=clock.reset)
+    phases = phase_record(clock.read(), steps)
+    clock.unwatch()
     achieved = flops / seconds / 1e12
     peak = peak_tflops(dev)
     return {"model": model, "width": width, "method": method, "clip_len": clip_len, "size": size, "batch": batch,
@@ -284,4 +299,92 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
             "step_s": round(seconds, 4), "videos_per_s": round(batch / seconds, 2),
             "clips_per_s": round(batch * clips_per_video / seconds, 2),
             "gflops_per_step": round(flops / 1e9, 4), "achieved_tflops": float(f"{achieved:.4g}"),
-            "peak_tflops": peak, "ceiling_fraction": round(achieved / peak, 4) if peak else None}
+            "peak_tflops": peak, "ceiling_fraction": round(achieved / peak, 4) if peak else None,
+            **phases}
+
+
+# Run in a fresh interpreter with the course tree to measure first on sys.path: one method's run of
+# notebook 10's comparison (``comparison_runs``) at the full-mode course budget, two short epochs on the
+# real loader; it prints epoch 2's log line. It uses only what every version of the course has
+# (``course_config``, ``comparison_runs``, ``pretrain``), so an older checkout runs it too.
+_STEP_DRIVER = """
+import json, sys, tempfile
+from dataclasses import replace
+from course_lib.experiment import comparison_runs, course_config, pretrain
+spec = json.loads(sys.argv[1])
+runs = comparison_runs(course_config(quick=spec["quick"], epochs=2, steps_per_epoch=spec["steps"]))
+if spec["method"] not in runs:
+    print(json.dumps({"missing": True}))
+    sys.exit(0)
+cfg = replace(runs[spec["method"]][1], **spec["changes"])
+with tempfile.TemporaryDirectory() as out:
+    pretrain(cfg, spec["data"], out, progress=False)
+    with open(out + "/metrics.jsonl", encoding="utf-8") as f:
+        print(f.read().splitlines()[-1])
+"""
+
+
+def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: int = 2, steps: int = 20,
+               changes: dict | None = None, quick: bool = False) -> dict:
+    """Milliseconds per training step of each method at the course budget, measured side by side.
+
+    ``trees``: {label: folder holding a ``course_lib`` package} (an older commit's checkout, and this
+    one). Each round runs every method once per tree, the trees alternating and their order flipped
+    every round, so that slow drifts of the machine fall on both sides; every run is its own
+    process. A row holds epoch 2's ms per step (``seconds / steps``) and, where the tree logs
+    them, its phases. ``changes`` (TrainConfig fields) apply to every tree's runs; ``quick``
+    takes the quick-mode budget instead of the full one.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    rows = []
+    for r in range(rounds):
+        order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
+        for name in methods:
+            for label, tree in order:
+                spec = {"method": name, "steps": steps, "data": data, "changes": changes or {}, "quick": quick}
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                with tempfile.TemporaryDirectory() as cwd:  # not the tree's parent: the tree alone on the path
+                    proc = subprocess.run([sys.executable, "-c", _STEP_DRIVER, json.dumps(spec)], env=env, cwd=cwd,
+                                          capture_output=True, text=True)
+                if proc.returncode:
+                    raise RuntimeError(f"bench steps: {name} in {tree} failed: {proc.stderr.strip().splitlines()[-1]}")
+                record = json.loads(proc.stdout.strip().splitlines()[-1])
+                if record.get("missing"):
+                    continue
+                rows.append({"method": name, "tree": label, "round": r + 1,
+                             "ms_per_step": round(1000 * record["seconds"] / steps, 1), "loss": record.get("loss"),
+                             **{k: record[k] for k in ("phase_ms", "phase_share") if k in record}})
+    summary = {}
+    for name in methods:
+        means = {label: float(np.mean([x["ms_per_step"] for x in rows if x["method"] == name and x["tree"] == label]))
+                 for label in trees if any(x["method"] == name and x["tree"] == label for x in rows)}
+        if means:
+            summary[name] = {"ms_per_step": {k: round(v, 1) for k, v in means.items()}}
+            if len(means) == 2:
+                (a, ta), (b, tb) = means.items()
+                summary[name][f"speedup_{b}_over_{a}"] = round(ta / tb, 3)
+    return {"what": "steps", "rounds": rounds, "steps": steps, "data": data, "changes": changes or {}, "quick": quick,
+            "trees": {k: str(v) for k, v in trees.items()}, "rows": rows, "summary": summary}
+
+
+def format_steps(results: dict) -> str:
+    """The side-by-side table of ``step_times`` and the phases of the last tree that logs them."""
+    labels = list(results["trees"])
+    lines = [f"{'method':12s} " + " ".join(f"{k[:14]:>14s}" for k in labels) + f" {'speed-up':>9s}"]
+    for name, s in results["summary"].items():
+        ms = s["ms_per_step"]
+        up = next((v for k, v in s.items() if k.startswith("speedup")), None)
+        lines.append(f"{name:12s} " + " ".join(f"{ms.get(k, float('nan')):14.1f}" for k in labels)
+                     + (f" {up:8.2f}x" if up else ""))
+    phased = [x for x in results["rows"] if "phase_ms" in x]
+    if phased:
+        lines += ["", f"{'ms per step':12s} " + " ".join(f"{k:>9s}" for k in PHASES)]
+        for name in results["summary"]:
+            mine = [x["phase_ms"] for x in phased if x["method"] == name]
+            if mine:
+                lines.append(f"{name:12s} " + " ".join(f"{np.mean([m[k] for m in mine]):9.1f}" for k in PHASES))
+    return "\n".join(lines)

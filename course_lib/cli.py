@@ -59,19 +59,45 @@ def _bench(args) -> int:
     machine = {"cpu_cores": usable_cpus(), "python": platform.python_version(), "os": platform.system()}
     if args.what == "train":
         device = str(get_device(args.device))
-        settings = [dict(amp=False)]
-        if device.startswith("cuda"):  # fp32, bf16, + channels_last_3d, + torch.compile
+        settings = [dict(amp=False), dict(amp=False, channels_last=True)]  # fp32, + channels_last_3d
+        if device.startswith("cuda"):  # bf16, + channels_last_3d, + torch.compile
             settings += [dict(amp=True), dict(amp=True, channels_last=True),
                          dict(amp=True, channels_last=True, compile=True)]
+        elif args.compile:  # on the CPU only when asked: inductor needs a C++ compiler
+            settings += [dict(amp=False, channels_last=True, compile=True)]
         rows = []
         for model in args.models.split(","):
             for extra in settings:
-                r = train_benchmark(model=model, method=args.method, clip_len=args.clip_len, size=args.size,
+                r = train_benchmark(model=model, width=args.width, method=args.method, clip_len=args.clip_len, size=args.size,
                                     batch=args.batch, device=device, steps=args.repeats, **extra)
-                label = "fp32" if not r["amp"] else "bf16" + (" +cl3d" if r["channels_last"] else "") + (
+                label = ("bf16" if r["amp"] else "fp32") + (" +cl3d" if r["channels_last"] else "") + (
                     " +compile" if r["compile"] else "")
                 rows.append({**r, "what": f"{model} {label}", "data": r["device"][:16]})
         results = {"what": "train", "method": args.method, "rows": rows}
+    elif args.what == "steps":
+        from .bench import format_steps, step_times
+        from .data.manifest import Manifest
+        from .methods import list_methods
+
+        trees = {"this": str(Path(__file__).resolve().parent.parent)}
+        if args.against:
+            if not (Path(args.against) / "course_lib").is_dir():
+                raise ValueError(f"--against {args.against}: has no course_lib folder (a checkout of the course, "
+                                 f"e.g. git worktree add {args.against} 7249e28).")
+            trees = {Path(args.against).name: str(Path(args.against).resolve()), **trees}
+        methods = list_methods() if args.methods == "all" else args.methods.split(",")
+        from .data import builtin_dataset
+
+        manifest = Manifest.load(args.data) if args.data else builtin_dataset(quick=False, progress=False)  # full budget
+        results = step_times(methods, trees, data=str(manifest.root), rounds=args.rounds,
+                             steps=args.steps)
+        results["machine"] = machine
+        print(format_steps(results), file=sys.stderr)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(results))
+        return 0
     elif args.what == "augment":
         results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=str(get_device(args.device or "cpu")),
                                     repeats=args.repeats)
@@ -227,18 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("settings", nargs="*", help="key=value overrides, e.g. eval_options.feature=iic")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("bench", help="measure throughput in clips/s (decode, augment, train)")
-    p.add_argument("what", choices=["decode", "augment", "train"])
+    p = sub.add_parser("bench", help="measure throughput (decode, augment, train) and training steps per method (steps)")
+    p.add_argument("what", choices=["decode", "augment", "train", "steps"])
     p.add_argument("--device", help="augment, train: cpu, cuda or mps (augment: default cpu; train: the GPU if present)")
     p.add_argument("--batch", type=int, default=32, help="augment: clips per batch; train: videos per step")
     p.add_argument("--repeats", type=int, default=3, help="augment: timed batches per side; train: timed steps")
     p.add_argument("--models", default="r3d_18", help="train: comma-separated backbones")
     p.add_argument("--method", default="simclr", help="train: the self-supervised method of the step")
+    p.add_argument("--width", type=float, default=1.0, help="train: the backbones' width multiplier")
+    p.add_argument("--compile", action="store_true", help="train on the CPU: add a torch.compile row")
     p.add_argument("--size", type=int, default=112, help="train: crop size")
     p.add_argument("--data", help="manifest file or folder (default: the built-in dataset)")
     p.add_argument("--clip-len", type=int, default=16)
     p.add_argument("--short-side", type=int, default=128)
     p.add_argument("--clips", type=int, default=128, help="clips per measurement")
+    p.add_argument("--methods", default="all", help="steps: comma-separated methods (default: all)")
+    p.add_argument("--against", help="steps: a checkout of another commit of the course, measured side by side")
+    p.add_argument("--rounds", type=int, default=2, help="steps: rounds of every method in every tree")
+    p.add_argument("--steps", type=int, default=20, help="steps: steps per epoch (epoch 2 is timed)")
     p.add_argument("--out", help="also write the JSON result here")
     p.set_defaults(func=_bench)
 

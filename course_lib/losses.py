@@ -15,12 +15,16 @@
 - ``alignment``, ``uniformity``: Wang & Isola (ICML 2020), two numbers that describe an
   embedding.
 
+Every loss runs in float32, outside autocast (``in_fp32``): similarities divided by a
+temperature of 0.07-0.1 need more than bf16's 8-bit mantissa, and the batches are small.
+
 Under ``torchrun`` the batch losses contrast against every process's embeddings
 (``distributed.all_gather``, with gradients) and queues and banks take every process's
 keys, so N processes with B clips each compute what one process computes with N * B.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -29,8 +33,23 @@ from einops import rearrange
 from torch import nn
 
 from .distributed import all_gather, gather_no_grad, local_rows
+from .runtime import full_precision
 
 
+def in_fp32(fn):
+    """Run loss ``fn`` outside autocast, with its half-precision tensor arguments as float32."""
+    def up(a):
+        return a.float() if torch.is_tensor(a) and a.dtype in (torch.bfloat16, torch.float16) else a
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with full_precision(*args):
+            return fn(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+
+    return wrapper
+
+
+@in_fp32
 def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symmetric: bool = True) -> torch.Tensor:
     """q, k: N x D (normalised here). Logits q k^T / t; the positive of q_i is k_i.
 
@@ -44,6 +63,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symm
     return (loss + F.cross_entropy(k @ all_gather(q).T / temperature, target)) / 2
 
 
+@in_fp32
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, reduction: str = "mean",
             normalized: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent: each of the 2N views has one positive (its pair) and 2N - 2 negatives.
@@ -67,6 +87,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, red
     return 2 * loss if reduction == "sum" else loss
 
 
+@in_fp32
 def positive_rank_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """Fraction of rows of z1 whose most similar row of z2 is their own positive (a training log).
 
@@ -121,6 +142,7 @@ def cosine_momentum(base: float, progress: float) -> float:
     return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+@in_fp32
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """BYOL's loss over rho clips per video, every ordered pair of different clips a positive.
 
@@ -136,6 +158,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * cos[pairs]).mean() * rho
 
 
+@in_fp32
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07, *,
               normalized: bool = False):
     """InfoNCE with one positive key per query and the queue as negatives.
@@ -177,6 +200,7 @@ class MemoryBank(nn.Module):
         self.memory.index_copy_(0, index, F.normalize(new, dim=1))
 
 
+@in_fp32
 def bank_nce(query: torch.Tensor, candidates: torch.Tensor, temperature: float = 0.07):
     """Softmax NCE over bank entries: candidate 0 is the positive, the rest negatives.
 
@@ -191,6 +215,7 @@ RANK_FORMS = ("matrix", "anchor")
 COHERENT_FORMS = ("nt_xent", "cross")
 
 
+@in_fp32
 def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.05, *, form: str = "matrix",
                  cap: float | None = None) -> torch.Tensor:
     """Rank the matching segment above the others: mean softplus((s_neg - s_pos) / theta).
@@ -226,11 +251,13 @@ def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.
     return F.softplus(d)[:, neg].mean()
 
 
+@in_fp32
 def coherent_similarity(e1: torch.Tensor, e2: torch.Tensor) -> torch.Tensor:
     """Clip-to-clip similarity, B1 x B2: the mean of the S x S segment dot products."""
     return torch.einsum("bid,cjd->bc", e1, e2) / (e1.shape[1] * e2.shape[1])
 
 
+@in_fp32
 def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0.07, *,
                       form: str = "nt_xent") -> torch.Tensor:
     """DualVar's temporal coherent contrast with ``coherent_similarity`` between clips.
@@ -255,6 +282,7 @@ def temporal_coherent(e1: torch.Tensor, e2: torch.Tensor, temperature: float = 0
     return (a + b) / 2
 
 
+@in_fp32
 def temporal_coherent_moco(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07):
     """DualVar's public MoCo form of the temporal coherent contrast (``model/moco.py``).
 
@@ -267,24 +295,28 @@ def temporal_coherent_moco(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- diagnostics
+@in_fp32
 def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2) -> torch.Tensor:
     """Mean distance^alpha between positive pairs of normalised embeddings (lower: views agree)."""
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     return (z1 - z2).norm(dim=1).pow(alpha).mean()
 
 
+@in_fp32
 def uniformity(z: torch.Tensor, t: float = 2) -> torch.Tensor:
     """log E exp(-t |z_i - z_j|^2) over pairs (lower: spread more evenly over the sphere)."""
     z = F.normalize(z, dim=1)
     return torch.pdist(z).pow(2).mul(-t).exp().mean().log()
 
 
+@in_fp32
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
     """Mean over dimensions of the per-dimension std of L2-normalised embeddings z (N x D). A collapsed
     embedding (every input to one point) gives 0; well spread ones about 1 / sqrt(D) (SimSiam, Chen & He 2021)."""
     return F.normalize(z.float(), dim=1).std(dim=0).mean()
 
 
+@in_fp32
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
     """exp of the entropy of the normalised singular values of the centred embeddings z (N x D)
     (Roy & Vetterli 2007): from 1 (every embedding on one line) to min(N, D) (all directions used)."""

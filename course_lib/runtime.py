@@ -168,6 +168,14 @@ def autocast(device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def full_precision(*tensors: torch.Tensor):
+    """Leave autocast for code that needs float32 (augmentation, losses) on the tensors' device."""
+    device = next((t.device.type for t in tensors if torch.is_tensor(t)), "cpu")
+    with torch.autocast(device, enabled=False):
+        yield
+
+
 def rng_state(device: torch.device) -> dict:
     """The random state of the CPU and of ``device`` (CUDA or MPS), for checkpoints."""
     state = {"cpu": torch.get_rng_state()}

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed
+from .phases import PhaseClock, phase_record
 from .runtime import autocast, get_device, rng_state, seed_everything, set_rng_state
 from .settings import Checked, flag, int_list, integer, number, one_of
 
@@ -80,7 +81,7 @@ class TrainConfig(Checked):
     num_workers: int = 2  # DataLoader worker processes
     seed: int = 0
     amp: bool = True  # mixed precision where runtime.AUTOCAST has a dtype for the device (bf16 on CUDA)
-    channels_last: bool = False  # channels_last_3d weights and inputs
+    channels_last: bool = True  # channels_last_3d weights and inputs: faster 3D convolutions (README, "Speed")
     compile: bool = False  # torch.compile the backbone
     steps_per_epoch: int | None = None  # cap, for quick runs
     grad_clip: float | None = None  # clip the gradient norm to this value
@@ -170,7 +171,8 @@ class EpochBatches(torch.utils.data.Sampler):
 
 
 def use_channels_last(method: torch.nn.Module) -> None:
-    """5-D weights, and the backbone's input, in channels_last_3d (N, T, H, W, C): faster convolutions on GPUs."""
+    """5-D weights, and the backbone's input, in channels_last_3d (N, T, H, W, C): oneDNN's and cuDNN's
+    faster 3D convolutions (on the course's CPU 1.1-1.5x per training step of a 3D CNN; README, "Speed")."""
     method.to(memory_format=torch.channels_last_3d)
     if hasattr(method, "backbone"):
         method.backbone.register_forward_pre_hook(
@@ -261,29 +263,36 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + ctx.rank + start_epoch))
     batch_iter = iter(loader)  # one iterator, so the workers live for the whole run
+    clock = PhaseClock(device).watch(method)  # where each step's time goes (phases.py)
     t_start = time.perf_counter()
     for epoch in range(start_epoch, end_epoch):
         method.train()
         sums: dict[str, float] = {}
         wait = compute = 0.0
+        clock.reset()
         t0 = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
                    leave=False)
         bad = None  # on the device: whether any loss since the last log point was not finite
         for step in range(steps):
+            clock.mark("data")
             batch = next(batch_iter)
             t1 = time.perf_counter()
             wait += t1 - t0
+            clock.mark("transfer")
             batch = _to_device(batch, device)
             clips_per_video = batch["clips"].shape[1]  # B x S x C x T x H x W: S clips of every video
+            clock.mark("loss")  # the method's own code; its hooks mark augment and forward
             if hasattr(method, "set_progress"):
                 method.set_progress((epoch + step / steps) / cfg.epochs)
             with autocast(device, cfg.amp):
                 loss, logs = model(batch)
             finite = torch.isfinite(loss.detach())
             bad = ~finite if bad is None else bad | ~finite
+            clock.mark("backward")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            clock.mark("optimizer")
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -300,19 +309,23 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                                              f"{step + 2 - ((step + 1) % cfg.log_every or cfg.log_every)}-{step + 1} "
                                              f"(now {last}); lower the learning rate (lr={cfg.lr}).")
                 bad = None
+                clock.read()  # its events are done: the read above waited for the whole step
                 bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{wait / (wait + compute):.0%}")
+        clock.mark(None)
         bar.close()
         on_device = [k for k, v in sums.items() if torch.is_tensor(v)]
         if on_device:  # one read for every log of the epoch
             sums.update(zip(on_device, torch.stack([sums[k] for k in on_device]).tolist()))
         means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
         timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
+        phases = distributed.mean_over_processes(clock.read())
         seconds = timing["wait"] + timing["compute"]
         record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
                   "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
                   "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
                   "videos_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2),
-                  "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2)}
+                  "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2),
+                  **phase_record(phases, steps)}
         history.append(record)
         rng = distributed.gather_objects(rng_state(device))
         if ctx.is_main:
@@ -323,6 +336,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                          "history": history, "config": asdict(cfg), "world_size": ctx.world_size}, ckpt_path)
         distributed.barrier()
     del batch_iter
+    clock.unwatch()
     summary = {"epochs_done": len(history), "epochs": cfg.epochs, "final": history[-1] if history else None,
                "seconds_this_call": round(time.perf_counter() - t_start, 2), "device": str(device),
                "processes": ctx.world_size, "config": asdict(cfg), "checkpoint": str(ckpt_path)}

@@ -157,13 +157,34 @@ def test_bench_train_counts_flops_and_measures_steps(capsys):
     assert r["clips_per_s"] == pytest.approx(2 * r["videos_per_s"], rel=0.01)
     assert r["achieved_tflops"] == pytest.approx(r["gflops_per_step"] / r["step_s"] / 1000, rel=0.01)
     assert r["ceiling_fraction"] is None and r["device"] == "cpu"  # no peak known for a CPU
+    # the step split into phases (no data or transfer: the batch is made on the device)
+    assert r["phase_ms"]["data"] == r["phase_ms"]["transfer"] == 0 and r["phase_ms"]["forward"] > 0
+    assert sum(r["phase_ms"].values()) == pytest.approx(1000 * r["step_s"], rel=0.1)
 
     assert main(["bench", "train", "--device", "cpu", "--models", "r3d_vcop", "--batch", "2", "--repeats", "1",
                  "--clip-len", "4", "--size", "32"]) == 0
     out = capsys.readouterr()
     result = json.loads(out.out.strip().splitlines()[-1])
-    assert [row["what"] for row in result["rows"]] == ["r3d_vcop fp32"]  # CPU: one configuration
-    assert "TFLOP/s" in out.err
+    assert [row["what"] for row in result["rows"]] == ["r3d_vcop fp32", "r3d_vcop fp32 +cl3d"]  # CPU: no bf16
+    assert "TFLOP/s" in out.err and "backward" in out.err
+
+
+def test_bench_steps_runs_each_tree_in_its_own_process_and_alternates_them(synth_quick):
+    """Two trees (here both this checkout) measured side by side: every method once per tree and round,
+    the order flipped each round, phases where the tree logs them, and a speed-up near 1 for equal code."""
+    from pathlib import Path
+
+    import course_lib
+    from course_lib.bench import format_steps, step_times
+
+    here = str(Path(course_lib.__file__).resolve().parent.parent)
+    r = step_times(["rotation"], {"a": here, "b": here}, data=str(synth_quick.root), rounds=2, steps=2, quick=True,
+                   changes={"num_workers": 0})
+    assert [(x["tree"], x["round"]) for x in r["rows"]] == [("a", 1), ("b", 1), ("b", 2), ("a", 2)]
+    assert all(x["ms_per_step"] > 0 and set(x["phase_ms"]) >= {"data", "forward", "backward"} for x in r["rows"])
+    assert 0.3 < r["summary"]["rotation"]["speedup_b_over_a"] < 3
+    assert len({x["loss"] for x in r["rows"]}) == 1  # the same run each time, in a fresh process
+    assert "rotation" in format_steps(r) and "backward" in format_steps(r)
 
 
 def test_bench_augment_compares_both_sides_and_breaks_down_the_ops():

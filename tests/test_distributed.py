@@ -107,7 +107,9 @@ def test_torchrun_command_line_matches_one_process(tmp_path, synth_quick):
     by 2% from a relative parameter difference of 4e-7, though the two losses agree to 1e-6)."""
     args = ["-m", "course_lib", "pretrain", "--method", "simclr", "--data", str(synth_quick.root), "--no-progress",
             "width=0.125", "clip_len=4", "size=28", "epochs=1", "batch_size=8", "num_workers=0", "optimizer=sgd",
-            "lr=0.001", "steps_per_epoch=2", "options.augment={crop: center, flip: 0, jitter: 0, grayscale: 0, blur: 0}"]
+            "lr=0.001", "steps_per_epoch=2", "options.augment={crop: center, flip: 0, jitter: 0, grayscale: 0, blur: 0}",
+            "channels_last=false"]  # in channels_last the two runs' stem weights part by ~3e-4 (relative) after the two
+    # chaotic steps, beyond the 1e-4 allowed; the contiguous kernels stay within it
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
                          text=True)

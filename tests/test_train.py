@@ -217,3 +217,53 @@ def test_a_nan_loss_stops_the_run_at_the_next_log_point(tmp_path, synth_quick):
                                                  r"learning rate \(lr=0.01\)"):
         train(method, dataset_for("rotation", synth_quick), cfg, tmp_path, progress=False)
     assert not (tmp_path / CHECKPOINT).exists()  # nothing written from a diverged run
+
+
+def test_each_phase_of_a_step_is_timed_where_it_runs(tmp_path, synth_quick):
+    """A method whose augmentation, network and loss sleep known times: the log splits each step into
+    the seven phases, puts each sleep in its own phase (the network's submodule, called past its
+    forward as a ViT's ``tokens`` is, counts as forward), and the phases add up to the step."""
+    import time
+
+    from torch import nn
+
+    from course_lib.augment import VideoAugment
+    from course_lib.methods.registry import Method
+    from course_lib.phases import PHASES
+
+    class Sleep(nn.Module):
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds, self.w = seconds, nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            time.sleep(self.seconds)
+            return x.float().mean() * self.w
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = Sleep(0.03)
+
+        def tokens(self, x):  # a method other than forward, as ViT.tokens
+            return self.inner(x)
+
+    class Slow(Method):
+        def __init__(self):
+            super().__init__()
+            self.augment = type("Aug", (VideoAugment,), {"forward": lambda s, x: (time.sleep(0.02), x)[1]})()
+            self.net = Net()
+
+        def forward(self, batch):
+            y = self.net.tokens(self.augment(batch["clips"]))
+            time.sleep(0.01)  # the method's own code: the loss
+            return y, {"loss": y.detach()}
+
+    cfg = TrainConfig(epochs=1, batch_size=2, lr=0.01, num_workers=0, steps_per_epoch=4)
+    summary = train(Slow(), dataset_for("rotation", synth_quick), cfg, tmp_path, progress=False)
+    record = summary["final"]
+    ms, share = record["phase_ms"], record["phase_share"]
+    assert list(ms) == list(PHASES) == list(share)
+    assert 20 <= ms["augment"] < 28 and 30 <= ms["forward"] < 38 and 10 <= ms["loss"] < 18, ms
+    assert sum(ms.values()) == pytest.approx(1000 * record["seconds"] / 4, rel=0.02)
+    assert sum(share.values()) == pytest.approx(1, abs=1e-3)
