@@ -277,3 +277,14 @@ def test_cvrl_augmentation_takes_the_official_contrast_and_blur():
     clips = torch.randint(0, 256, (4, 3, 4, 40, 40), dtype=torch.uint8)
     out = A.augment(clips, CVRL_AUGMENT.replace(size=32), torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 4, 32, 32) and 0 <= out.min() and out.max() <= 1
+
+
+def test_the_augmentation_module_leaves_autocast():
+    """A training step runs under autocast; the blur's matrix products would then be bf16. VideoAugment
+    computes in float32 inside it: the same views as outside."""
+    x = torch.randint(0, 256, (4, 3, 4, 30, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    aug = A.VideoAugment(STRONG.replace(blur=1.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = aug(x, torch.Generator().manual_seed(5))
+    outside = aug(x, torch.Generator().manual_seed(5))
+    assert inside.dtype == torch.float32 and torch.equal(inside, outside)

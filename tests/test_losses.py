@@ -243,3 +243,21 @@ def test_a_queue_of_segments_normalises_each_segment():
     queue = L.MoCoQueue(4, 6, parts=2)
     queue.enqueue(torch.randn(3, 6) * 5)
     assert torch.allclose(queue.keys.view(4, 2, 3).norm(dim=2), torch.ones(4, 2))
+
+
+def test_losses_run_in_float32_inside_autocast():
+    """Under a bf16 autocast (a GPU step's), similarities over a temperature of 0.1 would keep 8 bits of
+    mantissa: each loss leaves autocast and lifts half-precision embeddings to float32, so its value is
+    that of the float32 embeddings (the bf16 rounding of the inputs aside)."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = (torch.randn(16, 32, generator=g).bfloat16() for _ in range(2))
+    queue = F.normalize(torch.randn(64, 32, generator=g), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = [L.nt_xent(z1, z2, 0.1), L.moco_loss(z1, z2, queue, 0.07), L.info_nce(z1, z2, 0.1)]
+        plain_mm = (z1.float() @ z2.float().T)  # what autocast does to an unguarded product
+    outside = [L.nt_xent(z1.float(), z2.float(), 0.1), L.moco_loss(z1.float(), z2.float(), queue, 0.07),
+               L.info_nce(z1.float(), z2.float(), 0.1)]
+    assert plain_mm.dtype == torch.bfloat16
+    for a, b in zip(inside, outside):
+        a, b = (x[0] if isinstance(x, tuple) else x for x in (a, b))
+        assert a.dtype == torch.float32 and torch.equal(a, b)
