@@ -1,0 +1,103 @@
+"""The widgets in a real browser: notebook 06 in JupyterLab under headless Chromium.
+
+Kernel-side tests (test_widgets.py) cannot see the front end: a mismatch between ipywidgets and
+jupyterlab_widgets leaves "Loading widget..." or "Error displaying widget" in the page while the
+kernel is happy. Here the page runs the cells, and a slider, a toggle and a drop-down moved in
+the page must change the picture the page shows. Deselect with ``-m "not browser"``.
+"""
+import os
+
+import pytest
+
+from lab_browser import chromium_path, jupyter_lab  # tests/lab_browser.py
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+
+NOTEBOOK = "notebooks/06_cvrl.ipynb"
+AUGMENT_CELL, SAMPLER_CELL = 4, 10  # the two explorers' cells
+
+
+@pytest.fixture(scope="module")
+def page():
+    if chromium_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Chromium for the browser test: .ci/run installs Debian's chromium package as root")
+        pytest.skip("no Chromium on this machine (Debian: apt-get install chromium)")
+    pytest.importorskip("playwright", reason="Playwright's Python package is not installed (pip install -e '.[dev]')")
+    from lab_browser import browser_page, open_notebook
+
+    with jupyter_lab(env={"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}) as (base, token), browser_page() as page:
+        open_notebook(page, base, token, NOTEBOOK)
+        yield page
+
+
+def shown(page, index):
+    """The picture the widget of cell ``index`` shows now, as the browser draws it (PNG bytes)."""
+    from playwright.sync_api import expect
+
+    from lab_browser import cell
+
+    img = cell(page, index).locator(".jupyter-widgets img")
+    expect(img).to_be_visible()
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=img.element_handle())
+    return img.screenshot()
+
+
+def changes(page, index, act, timeout=30):
+    """Do ``act`` and wait until the widget's picture differs from before; the new picture."""
+    before = shown(page, index)
+    act()
+    deadline = 0
+    while deadline < timeout * 4:
+        page.wait_for_timeout(250)
+        now = shown(page, index)
+        if now != before:
+            return now
+        deadline += 1
+    raise AssertionError(f"cell {index}: the picture did not change within {timeout} s")
+
+
+def rendered_without_error(page, index, outputs):
+    from lab_browser import cell
+
+    assert not [o for o in outputs if o["output_type"] == "error"], outputs
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert views, f"cell {index} displayed no widget: {outputs}"
+    text = cell(page, index).locator(".jp-OutputArea").inner_text()
+    assert "Error displaying widget" not in text and "Loading widget" not in text, text
+
+
+def test_the_augmentation_explorer_renders_and_reacts(page):
+    from lab_browser import cell, run_cell
+
+    outputs = run_cell(page, AUGMENT_CELL, above=True)  # the set-up cells, then the explorer
+    rendered_without_error(page, AUGMENT_CELL, outputs)
+    area = cell(page, AUGMENT_CELL)
+    first = shown(page, AUGMENT_CELL)
+    slider = area.locator(".widget-slider", has_text="min crop area").locator(".noUi-handle")
+
+    def move():
+        slider.focus()
+        slider.press("End")  # the largest minimum crop area: the views show more of the frame
+
+    after_slider = changes(page, AUGMENT_CELL, move)
+    after_toggle = changes(page, AUGMENT_CELL, lambda: area.get_by_role("button", name="per frame").click())
+    assert len({first, after_slider, after_toggle}) == 3
+
+
+def test_the_sampler_explorer_renders_and_reacts(page):
+    from lab_browser import cell, run_cell
+
+    outputs = run_cell(page, SAMPLER_CELL)
+    rendered_without_error(page, SAMPLER_CELL, outputs)
+    area = cell(page, SAMPLER_CELL)
+    first = shown(page, SAMPLER_CELL)
+    handle = area.locator(".widget-slider", has_text="power").locator(".noUi-handle")
+
+    def move():
+        handle.focus()
+        handle.press("End")
+
+    after_slider = changes(page, SAMPLER_CELL, move)
+    after_menu = changes(page, SAMPLER_CELL, lambda: area.locator("select").select_option("increasing"))
+    assert len({first, after_slider, after_menu}) == 3
