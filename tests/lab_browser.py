@@ -55,9 +55,15 @@ def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 
     the server is stopped (its whole process group on POSIX).
     """
     port, token = _free_port(), secrets.token_hex(16)
+    settings = Path(tempfile.mkdtemp(prefix="lab-settings-"))  # the user's own settings and layout stay out
+    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news.parent.mkdir(parents=True)
+    news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")  # no news toast
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--expose-app-in-browser",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
+        cmd.append("--allow-root")
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=os.name == "posix")
@@ -93,6 +99,7 @@ def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(settings, ignore_errors=True)
 
 
 @contextlib.contextmanager

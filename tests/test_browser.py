@@ -32,15 +32,21 @@ def page():
 
 
 def shown(page, index):
-    """The picture the widget of cell ``index`` shows now, as the browser draws it (PNG bytes)."""
+    """The picture the widget of cell ``index`` shows now: a digest of the image bytes the page holds
+    (the explorer's picture is an animated GIF, so a screenshot would change by itself), once the
+    browser has decoded and laid it out."""
     from playwright.sync_api import expect
 
     from lab_browser import cell
 
     img = cell(page, index).locator(".jupyter-widgets img")
     expect(img).to_be_visible()
-    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=img.element_handle())
-    return img.screenshot()
+    return img.evaluate("""async (img) => {
+        while (!(img.complete && img.naturalWidth > 0)) { await new Promise((r) => setTimeout(r, 50)); }
+        const bytes = await (await fetch(img.src)).arrayBuffer();
+        const digest = await crypto.subtle.digest('SHA-256', bytes);
+        return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+    }""")
 
 
 def changes(page, index, act, timeout=30):
@@ -63,7 +69,13 @@ def rendered_without_error(page, index, outputs):
     assert not [o for o in outputs if o["output_type"] == "error"], outputs
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
     assert views, f"cell {index} displayed no widget: {outputs}"
-    text = cell(page, index).locator(".jp-OutputArea").inner_text()
+    area = cell(page, index).locator(".jp-OutputArea")
+    try:
+        area.locator(".jupyter-widgets").first.wait_for(state="visible", timeout=60_000)
+    except Exception:
+        raise AssertionError(f"cell {index}: the page drew no widget (is jupyterlab_widgets installed and "
+                             f"compatible with ipywidgets?); it shows: {area.inner_text()[:300]!r}") from None
+    text = area.inner_text()
     assert "Error displaying widget" not in text and "Loading widget" not in text, text
 
 
