@@ -59,6 +59,10 @@ def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")  # no news toast
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}), encoding="utf-8")  # every cell in the page, not only
+    # those in view, so that any cell can be found and shot
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--expose-app-in-browser",
            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings}"]
@@ -145,41 +149,39 @@ def run_cell(page, index: int, *, above: bool = False, timeout: float = 300) -> 
 
 
 def cell(page, index: int):
-    """The Playwright locator of cell ``index`` of the open notebook."""
-    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+    """The Playwright locator of cell ``index`` of the notebook in view (other notebooks' tabs stay in the page)."""
+    return page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
 
 
 def take_screenshots(out: Path) -> list[Path]:
-    """The README's pictures: notebook 06's two explorers, and notebook 04's results after a quick-mode run."""
-    from playwright.sync_api import expect
-
+    """The README's pictures: notebook 06's two explorers, and notebook 04's results table after a
+    quick-mode run (executed with nbconvert first, then opened in JupyterLab)."""
     out.mkdir(parents=True, exist_ok=True)
+    env = {"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}
+    executed = ROOT / "notebooks" / "screenshot-04.ipynb"  # deleted below (a hidden file would not open)
     saved = []
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}
-        executed = Path(tmp) / "04_contrastive_basics.ipynb"
+    try:
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                        "--ExecutePreprocessor.timeout=-1", "--output", str(executed),
-                        str(ROOT / "notebooks" / "04_contrastive_basics.ipynb")],
-                       env={**os.environ, **env}, cwd=ROOT / "notebooks", check=True)
-        shutil.copy(executed, ROOT / "notebooks" / ".screenshot-04.ipynb")
-        try:
-            with jupyter_lab(env=env) as (base, token), browser_page(width=1200, height=900) as page:
-                open_notebook(page, base, token, "notebooks/06_cvrl.ipynb")
-                for index, name in ((4, "augmentation_explorer.png"), (10, "sampler_explorer.png")):
-                    run_cell(page, index, above=index == 4)
-                    expect(cell(page, index).locator(".jupyter-widgets img")).to_be_visible()
-                    page.wait_for_timeout(500)
-                    cell(page, index).locator(".jp-OutputArea").screenshot(path=out / name)
-                    saved.append(out / name)
-                open_notebook(page, base, token, "notebooks/.screenshot-04.ipynb")
-                results = page.locator(".jp-Notebook .jp-Cell").filter(has_text="linear").filter(
-                    has=page.locator(".jp-OutputArea-output img")).last
-                results.scroll_into_view_if_needed()
-                results.locator(".jp-OutputArea").screenshot(path=out / "contrastive_results.png")
-                saved.append(out / "contrastive_results.png")
-        finally:
-            (ROOT / "notebooks" / ".screenshot-04.ipynb").unlink(missing_ok=True)
+                        "--ExecutePreprocessor.timeout=-1", "--output-dir", str(executed.parent), "--output",
+                        executed.stem, str(ROOT / "notebooks" / "04_contrastive_learning.ipynb")],
+                       env={**os.environ, **env}, check=True)
+        with jupyter_lab(env=env) as (base, token), browser_page(width=1400, height=900) as page:
+            open_notebook(page, base, token, "notebooks/06_cvrl.ipynb")
+            for index, name in ((4, "augmentation_explorer.png"), (10, "sampler_explorer.png")):
+                run_cell(page, index, above=index == 4)
+                area = cell(page, index).locator(".jp-OutputArea")
+                area.locator(".jupyter-widgets img").first.wait_for(state="visible")
+                page.wait_for_timeout(1000)
+                area.screenshot(path=out / name)
+                saved.append(out / name)
+            open_notebook(page, base, token, f"notebooks/{executed.name}")
+            results = cell(page, 20)  # the frozen-feature scores of random init, SimCLR, MoCo, supervised
+            results.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            results.screenshot(path=out / "contrastive_results.png")
+            saved.append(out / "contrastive_results.png")
+    finally:
+        executed.unlink(missing_ok=True)
     return saved
 
 
