@@ -264,79 +264,82 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + ctx.rank + start_epoch))
     batch_iter = iter(loader)  # one iterator, so the workers live for the whole run
     clock = PhaseClock(device).watch(method)  # where each step's time goes (phases.py)
-    t_start = time.perf_counter()
-    for epoch in range(start_epoch, end_epoch):
-        method.train()
-        sums: dict[str, float] = {}
-        wait = compute = 0.0
-        clock.reset()
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
-                   leave=False)
-        bad = None  # on the device: whether any loss since the last log point was not finite
-        for step in range(steps):
-            clock.mark("data")
-            batch = next(batch_iter)
-            t1 = time.perf_counter()
-            wait += t1 - t0
-            clock.mark("transfer")
-            batch = _to_device(batch, device)
-            clips_per_video = batch["clips"].shape[1]  # B x S x C x T x H x W: S clips of every video
-            clock.mark("loss")  # the method's own code; its hooks mark augment and forward
-            if hasattr(method, "set_progress"):
-                method.set_progress((epoch + step / steps) / cfg.epochs)
-            with autocast(device, cfg.amp):
-                loss, logs = model(batch)
-            finite = torch.isfinite(loss.detach())
-            bad = ~finite if bad is None else bad | ~finite
-            clock.mark("backward")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clock.mark("optimizer")
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            for k, v in logs.items():  # summed where they are: device tensors stay on the device
-                sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
+    try:
+        t_start = time.perf_counter()
+        for epoch in range(start_epoch, end_epoch):
+            method.train()
+            sums: dict[str, float] = {}
+            wait = compute = 0.0
+            clock.reset()
             t0 = time.perf_counter()
-            compute += t0 - t1
-            bar.update(1)
-            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # a log point: the host reads the device once
-                any_bad, last = torch.stack([bad.float(), loss.detach().float()]).tolist()
-                if any_bad:
-                    raise FloatingPointError(f"the loss was not finite at epoch {epoch + 1}, within steps "
-                                             f"{step + 2 - ((step + 1) % cfg.log_every or cfg.log_every)}-{step + 1} "
-                                             f"(now {last}); lower the learning rate (lr={cfg.lr}).")
-                bad = None
-                clock.read()  # its events are done: the read above waited for the whole step
-                bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{wait / (wait + compute):.0%}")
-        clock.mark(None)
-        bar.close()
-        on_device = [k for k, v in sums.items() if torch.is_tensor(v)]
-        if on_device:  # one read for every log of the epoch
-            sums.update(zip(on_device, torch.stack([sums[k] for k in on_device]).tolist()))
-        means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
-        timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
-        phases = distributed.mean_over_processes(clock.read())
-        seconds = timing["wait"] + timing["compute"]
-        record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                  "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
-                  "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
-                  "videos_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2),
-                  "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2),
-                  **phase_record(phases, steps)}
-        history.append(record)
-        rng = distributed.gather_objects(rng_state(device))
-        if ctx.is_main:
-            with open(out / METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            save_atomic({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1,
-                         "history": history, "config": asdict(cfg), "world_size": ctx.world_size}, ckpt_path)
-        distributed.barrier()
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
+                       leave=False)
+            bad = None  # on the device: whether any loss since the last log point was not finite
+            for step in range(steps):
+                clock.mark("data")
+                batch = next(batch_iter)
+                t1 = time.perf_counter()
+                wait += t1 - t0
+                clock.mark("transfer")
+                batch = _to_device(batch, device)
+                clips_per_video = batch["clips"].shape[1]  # B x S x C x T x H x W: S clips of every video
+                clock.mark("loss")  # the method's own code; its hooks mark augment and forward
+                if hasattr(method, "set_progress"):
+                    method.set_progress((epoch + step / steps) / cfg.epochs)
+                with autocast(device, cfg.amp):
+                    loss, logs = model(batch)
+                finite = torch.isfinite(loss.detach())
+                bad = ~finite if bad is None else bad | ~finite
+                clock.mark("backward")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clock.mark("optimizer")
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                for k, v in logs.items():  # summed where they are: device tensors stay on the device
+                    sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
+                t0 = time.perf_counter()
+                compute += t0 - t1
+                bar.update(1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # a log point: the host reads the device once
+                    any_bad, last = torch.stack([bad.float(), loss.detach().float()]).tolist()
+                    if any_bad:
+                        first = step + 2 - ((step + 1) % cfg.log_every or cfg.log_every)
+                        raise FloatingPointError(f"the loss was not finite at epoch {epoch + 1}, within steps "
+                                                 f"{first}-{step + 1} (now {last}); lower the learning rate "
+                                                 f"(lr={cfg.lr}).")
+                    bad = None
+                    clock.read()  # its events are done: the read above waited for the whole step
+                    bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{wait / (wait + compute):.0%}")
+            clock.mark(None)
+            bar.close()
+            on_device = [k for k, v in sums.items() if torch.is_tensor(v)]
+            if on_device:  # one read for every log of the epoch
+                sums.update(zip(on_device, torch.stack([sums[k] for k in on_device]).tolist()))
+            means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
+            timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
+            phases = distributed.mean_over_processes(clock.read())
+            seconds = timing["wait"] + timing["compute"]
+            record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
+                      "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
+                      "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
+                      "videos_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2),
+                      "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2),
+                      **phase_record(phases, steps)}
+            history.append(record)
+            rng = distributed.gather_objects(rng_state(device))
+            if ctx.is_main:
+                with open(out / METRICS, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+                save_atomic({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1,
+                             "history": history, "config": asdict(cfg), "world_size": ctx.world_size}, ckpt_path)
+            distributed.barrier()
+    finally:  # also when a step fails: the method's modules keep no hooks
+        clock.unwatch()
     del batch_iter
-    clock.unwatch()
     summary = {"epochs_done": len(history), "epochs": cfg.epochs, "final": history[-1] if history else None,
                "seconds_this_call": round(time.perf_counter() - t_start, 2), "device": str(device),
                "processes": ctx.world_size, "config": asdict(cfg), "checkpoint": str(ckpt_path)}

@@ -217,6 +217,8 @@ def test_a_nan_loss_stops_the_run_at_the_next_log_point(tmp_path, synth_quick):
                                                  r"learning rate \(lr=0.01\)"):
         train(method, dataset_for("rotation", synth_quick), cfg, tmp_path, progress=False)
     assert not (tmp_path / CHECKPOINT).exists()  # nothing written from a diverged run
+    hooks = [h for m in method.modules() for h in [*m._forward_hooks.values(), *m._forward_pre_hooks.values()]]
+    assert not [h for h in hooks if "PhaseClock" in getattr(h, "__qualname__", "")]  # the phase clock's are gone
 
 
 def test_each_phase_of_a_step_is_timed_where_it_runs(tmp_path, synth_quick):
