@@ -48,12 +48,17 @@ def _api(base: str, token: str, path: str, method: str = "GET"):
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 120):
-    """A JupyterLab server on 127.0.0.1 with a random token: yields (base URL, token).
+def jupyter_lab(notebooks: list[Path], *, env: dict | None = None, timeout: float = 120):
+    """A JupyterLab server on 127.0.0.1 with a random token, serving copies of ``notebooks`` in a
+    temporary folder (the repository's notebooks are never written: running cells from the page
+    would save outputs into them): yields (base URL, token); open a copy by its file name.
 
-    On the way out, also after a failure, every kernel is shut down through the server's API and
-    the server is stopped (its whole process group on POSIX).
+    On the way out, also after a failure, every kernel is shut down through the server's API, the
+    server is stopped (its whole process group on POSIX) and the folder removed.
     """
+    root = Path(tempfile.mkdtemp(prefix="lab-root-"))
+    for nb in notebooks:
+        shutil.copy(nb, root / Path(nb).name)
     port, token = _free_port(), secrets.token_hex(16)
     settings = Path(tempfile.mkdtemp(prefix="lab-settings-"))  # the user's own settings and layout stay out
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -63,6 +68,9 @@ def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 
     tracker.parent.mkdir(parents=True)
     tracker.write_text(json.dumps({"windowingMode": "none"}), encoding="utf-8")  # every cell in the page, not only
     # those in view, so that any cell can be found and shot
+    docs = settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+    docs.parent.mkdir(parents=True)
+    docs.write_text(json.dumps({"autosave": False}), encoding="utf-8")
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--expose-app-in-browser",
            f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={settings}"]
@@ -104,6 +112,7 @@ def jupyter_lab(root: Path = ROOT, *, env: dict | None = None, timeout: float = 
             proc.wait()
         log.close()
         shutil.rmtree(settings, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -158,15 +167,15 @@ def take_screenshots(out: Path) -> list[Path]:
     quick-mode run (executed with nbconvert first, then opened in JupyterLab)."""
     out.mkdir(parents=True, exist_ok=True)
     env = {"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}
-    executed = ROOT / "notebooks" / "screenshot-04.ipynb"  # deleted below (a hidden file would not open)
     saved = []
-    try:
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / "04_contrastive_learning.ipynb"
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                        "--ExecutePreprocessor.timeout=-1", "--output-dir", str(executed.parent), "--output",
-                        executed.stem, str(ROOT / "notebooks" / "04_contrastive_learning.ipynb")],
-                       env={**os.environ, **env}, check=True)
-        with jupyter_lab(env=env) as (base, token), browser_page(width=1400, height=900) as page:
-            open_notebook(page, base, token, "notebooks/06_cvrl.ipynb")
+                        "--ExecutePreprocessor.timeout=-1", "--output-dir", tmp,
+                        str(ROOT / "notebooks" / executed.name)], env={**os.environ, **env}, check=True)
+        with jupyter_lab([ROOT / "notebooks" / "06_cvrl.ipynb", executed], env=env) as (base, token), \
+                browser_page(width=1400, height=900) as page:
+            open_notebook(page, base, token, "06_cvrl.ipynb")
             for index, name in ((4, "augmentation_explorer.png"), (10, "sampler_explorer.png")):
                 run_cell(page, index, above=index == 4)
                 area = cell(page, index).locator(".jp-OutputArea")
@@ -174,14 +183,12 @@ def take_screenshots(out: Path) -> list[Path]:
                 page.wait_for_timeout(1000)
                 area.screenshot(path=out / name)
                 saved.append(out / name)
-            open_notebook(page, base, token, f"notebooks/{executed.name}")
+            open_notebook(page, base, token, executed.name)
             results = cell(page, 20)  # the frozen-feature scores of random init, SimCLR, MoCo, supervised
             results.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             results.screenshot(path=out / "contrastive_results.png")
             saved.append(out / "contrastive_results.png")
-    finally:
-        executed.unlink(missing_ok=True)
     return saved
 
 

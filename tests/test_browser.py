@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from lab_browser import chromium_path, jupyter_lab  # tests/lab_browser.py
+from lab_browser import ROOT, chromium_path, jupyter_lab  # tests/lab_browser.py
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
-NOTEBOOK = "notebooks/06_cvrl.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "06_cvrl.ipynb"
 AUGMENT_CELL, SAMPLER_CELL = 4, 10  # the two explorers' cells
 
 
@@ -26,9 +26,12 @@ def page():
     pytest.importorskip("playwright", reason="Playwright's Python package is not installed (pip install -e '.[dev]')")
     from lab_browser import browser_page, open_notebook
 
-    with jupyter_lab(env={"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}) as (base, token), browser_page() as page:
-        open_notebook(page, base, token, NOTEBOOK)
+    before = NOTEBOOK.read_bytes()
+    with jupyter_lab([NOTEBOOK], env={"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}) as (base, token), \
+            browser_page() as page:
+        open_notebook(page, base, token, NOTEBOOK.name)
         yield page
+    assert NOTEBOOK.read_bytes() == before  # the page ran a copy: the course's notebook keeps no outputs
 
 
 def shown(page, index):
