@@ -248,8 +248,12 @@ def _check_same_setting(out: Path, run: dict) -> None:
         if key in saved and saved[key] != now[key]:
             raise ValueError(f"{out}: holds a run with {key}={saved[key]!r}, not {now[key]!r}; "
                              f"use a new --out (or delete the folder).")
-    # every option with its default: a course_lib update that changed a default makes another run
+    # every option with its default: a course_lib update that changed a default makes another run; an option
+    # added after the run was made matches when it holds its default (what the code did before it existed)
     old, new = saved.get("method_settings"), now["method_settings"]
+    if old is not None:
+        defaults = json.loads(json.dumps(resolved_options(now["method"], {})))
+        old = {**{k: defaults[k] for k in new.keys() - old.keys() if k in defaults}, **old}
     if old is not None and old != new:
         key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
         raise ValueError(f"{out}: holds a run made with the method option {key}={old.get(key)!r}, now "

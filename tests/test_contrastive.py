@@ -192,6 +192,25 @@ def test_dualvar_plays_both_clips_backwards_with_probability_reverse():
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
+def test_dualvar_residual_view_feeds_the_network_residual_frames():
+    """The course's ablation switch: with view="residual" every clip reaches the backbone as IIC's residual
+    frames of its augmented self (normalised as any input), with "rgb" (the paper) as it is."""
+    from course_lib.augment import augment, residual_frames
+    from course_lib.methods.common import normalize
+
+    fixed = {"crop": "center", "flip": 0.0, "jitter": 0.0, "grayscale": 0.0, "blur": 0.0}
+    x = batch(t=8)
+    for view, expect in (("rgb", lambda v: v), ("residual", residual_frames)):
+        m = build_method("dualvar", tiny(), size=32, rank=False, coherent=False, reverse=0.0, augment=fixed, view=view)
+        seen = []
+        m.backbone.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+        m(x)
+        views = [augment(x["clips"][:, i], m.augment.cfg) for i in (0, 1)]
+        torch.testing.assert_close(seen[0], normalize(torch.cat([expect(v) for v in views])))
+    with pytest.raises(ValueError, match="view 'flow'"):
+        build_method("dualvar", tiny(), view="flow")
+
+
 def test_dualvar_rank_loss_uses_the_segment_order():
     from course_lib.losses import shuffle_rank
     torch.manual_seed(0)
@@ -238,6 +257,17 @@ def test_a_run_folder_is_not_reused_after_a_method_default_changed(tmp_path, syn
                                       for p in sig.parameters.values()])
     monkeypatch.setattr(IIC, "__signature__", changed, raising=False)
     with pytest.raises(ValueError, match="bank_momentum=0.5, now 0.9 \\(a changed default\\?\\)"):
+        pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
+    monkeypatch.undo()
+    # an option added after the run was made: the run still matches while the new option holds its default,
+    # what the code did before the option existed (as DualVar's view="rgb")
+    run = json.loads((tmp_path / "run.json").read_text())
+    del run["method_settings"]["intra_grad"]
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)["epochs_done"] == 1
+    run["method_settings"]["intra_grad"] = False  # recorded with another value than today's default: not the same
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match="intra_grad=False, now True"):
         pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
 
 

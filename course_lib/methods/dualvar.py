@@ -19,6 +19,10 @@ maps a clip's pooled feature to S segment embeddings, one per temporal position.
 * Both are added to a base clip contrast: SimCLR's NT-Xent or MoCo's queue.
 
 "auto" in ``rank_cap`` and ``coherent_form`` takes the public code's choice for the base.
+``view="residual"`` feeds the network IIC's residual frames (``augment.residual_frames``) instead of
+RGB, every clip after its augmentation: not in the paper, a course ablation that takes away the
+static appearance two clips of one video share (notebook 07's reading).
+
 As in the public code, both clips of a video play backwards with probability ``reverse``
 (its ``--rand_flip`` in pretraining), there is no spatial flip, and c1, c2 and c3 go
 through the backbone as one batch (SimCLR; with MoCo, c3 and its shuffled copy do).
@@ -32,7 +36,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..augment import AugmentConfig, VideoAugment
+from ..augment import AugmentConfig, VideoAugment, residual_frames
 from ..losses import (COHERENT_FORMS, RANK_FORMS, MoCoQueue, momentum_update, nt_xent, shuffle_rank,
                       temporal_coherent, temporal_coherent_moco)
 from .common import mlp, normalize
@@ -44,6 +48,7 @@ from .registry import Method, register_method
 DUALVAR_AUGMENT = AugmentConfig(crop="random", flip=0.0, jitter=0.64, brightness=0.8, contrast=0.8, saturation=0.8,
                                 hue=0.2, grayscale=0.0, blur=0.5)
 BASES = ("simclr", "moco")
+VIEWS = {"rgb": lambda x: x, "residual": residual_frames}  # what the network sees of an augmented clip
 PUBLIC = {"simclr": {"rank_cap": 5.0, "coherent_form": "nt_xent"},  # model/simclr.py
           "moco": {"rank_cap": None, "coherent_form": "queue"}}  # model/moco.py
 
@@ -77,11 +82,13 @@ class DualVar(Method):
                  augment: AugmentConfig = DUALVAR_AUGMENT, segments: int = 2, segment_dim: int = 64, dim: int = 128,
                  temperature: float = 0.07, theta: float = 0.05, rank: bool = True, coherent: bool = True,
                  rank_form: str = "matrix", rank_cap: float | str | None = "auto", coherent_form: str = "auto",
-                 reverse: float = 0.5, queue: int | None = None, momentum: float = 0.999,
+                 reverse: float = 0.5, queue: int | None = None, momentum: float = 0.999, view: str = "rgb",
                  num_videos: int | None = None):
         super().__init__()
         if base not in BASES:
             raise ValueError(f"DualVar base {base!r} is not one of {', '.join(BASES)}.")
+        if view not in VIEWS:
+            raise ValueError(f"DualVar view {view!r} is not one of {', '.join(VIEWS)}.")
         rank_cap = PUBLIC[base]["rank_cap"] if rank_cap == "auto" else rank_cap
         coherent_form = PUBLIC[base]["coherent_form"] if coherent_form == "auto" else coherent_form
         if rank_form not in RANK_FORMS:
@@ -104,7 +111,7 @@ class DualVar(Method):
             self.segment_queue = MoCoQueue(queue, segments * segment_dim, parts=segments)
         self.augment = VideoAugment(augment, size=size)
         self.segments, self.temperature, self.theta = segments, temperature, theta
-        self.rank, self.coherent, self.reverse = rank, coherent, reverse
+        self.rank, self.coherent, self.reverse, self.view = rank, coherent, reverse, view
         self.rank_form, self.rank_cap, self.coherent_form = rank_form, rank_cap, coherent_form
 
     @property
@@ -129,8 +136,9 @@ class DualVar(Method):
         if self.reverse:  # both clips of a video backwards in time, one coin per video
             back = torch.rand(len(clips), device=clips.device) < self.reverse
             clips = torch.where(back[:, None, None, None, None, None], clips.flip(3), clips)
-        x1, x2 = self.augment(clips[:, 0]), self.augment(clips[:, 1])  # B x C x T x H x W in [0, 1]
-        x3 = self.augment(clips[:, 0]) if self.rank else None  # c3: c1's frames, augmented anew
+        seen = VIEWS[self.view]
+        x1, x2 = seen(self.augment(clips[:, 0])), seen(self.augment(clips[:, 1]))  # B x C x T x H x W in [0, 1]
+        x3 = seen(self.augment(clips[:, 0])) if self.rank else None  # c3: c1's frames, augmented anew
         logs = {}
         if self.base == "simclr":
             f1, f2, *f3 = self.backbone(normalize(torch.cat([x1, x2] + ([x3] if self.rank else [])))).chunk(
