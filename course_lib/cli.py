@@ -57,6 +57,7 @@ def _bench(args) -> int:
     from .runtime import get_device, usable_cpus
 
     machine = {"cpu_cores": usable_cpus(), "python": platform.python_version(), "os": platform.system()}
+    table = format_table  # the plain-text summary printed on stderr
     if args.what == "train":
         device = str(get_device(args.device))
         settings = [dict(amp=False), dict(amp=False, channels_last=True)]  # fp32, + channels_last_3d
@@ -91,13 +92,7 @@ def _bench(args) -> int:
         manifest = Manifest.load(args.data) if args.data else builtin_dataset(quick=False, progress=False)  # full budget
         results = step_times(methods, trees, data=str(manifest.root), rounds=args.rounds,
                              steps=args.steps)
-        results["machine"] = machine
-        print(format_steps(results), file=sys.stderr)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(json.dumps(results))
-        return 0
+        table = format_steps
     elif args.what == "augment":
         results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=str(get_device(args.device or "cpu")),
                                     repeats=args.repeats)
@@ -106,7 +101,7 @@ def _bench(args) -> int:
         results = decode_benchmark(manifest, clip_len=args.clip_len, short_side=args.short_side, clips=args.clips)
         machine["data"] = str(manifest.root)
     results["machine"] = machine
-    print(format_table(results), file=sys.stderr)
+    print(table(results), file=sys.stderr)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -66,6 +66,13 @@ def changes(page, index, act, timeout=30):
     raise AssertionError(f"cell {index}: the picture did not change within {timeout} s")
 
 
+def to_the_end(slider):
+    """Move an ipywidgets slider to its largest value from the keyboard, as a learner can."""
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    handle.press("End")
+
+
 def rendered_without_error(page, index, outputs):
     from lab_browser import cell
 
@@ -89,13 +96,8 @@ def test_the_augmentation_explorer_renders_and_reacts(page):
     rendered_without_error(page, AUGMENT_CELL, outputs)
     area = cell(page, AUGMENT_CELL)
     first = shown(page, AUGMENT_CELL)
-    slider = area.locator(".widget-slider", has_text="min crop area").locator(".noUi-handle")
-
-    def move():
-        slider.focus()
-        slider.press("End")  # the largest minimum crop area: the views show more of the frame
-
-    after_slider = changes(page, AUGMENT_CELL, move)
+    slider = area.locator(".widget-slider", has_text="min crop area")  # to 1: the views show more of the frame
+    after_slider = changes(page, AUGMENT_CELL, lambda: to_the_end(slider))
     after_toggle = changes(page, AUGMENT_CELL, lambda: area.get_by_role("button", name="per frame").click())
     assert len({first, after_slider, after_toggle}) == 3
 
@@ -107,12 +109,6 @@ def test_the_sampler_explorer_renders_and_reacts(page):
     rendered_without_error(page, SAMPLER_CELL, outputs)
     area = cell(page, SAMPLER_CELL)
     first = shown(page, SAMPLER_CELL)
-    handle = area.locator(".widget-slider", has_text="power").locator(".noUi-handle")
-
-    def move():
-        handle.focus()
-        handle.press("End")
-
-    after_slider = changes(page, SAMPLER_CELL, move)
+    after_slider = changes(page, SAMPLER_CELL, lambda: to_the_end(area.locator(".widget-slider", has_text="power")))
     after_menu = changes(page, SAMPLER_CELL, lambda: area.locator("select").select_option("increasing"))
     assert len({first, after_slider, after_menu}) == 3
