@@ -358,6 +358,8 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
                 rows.append({"method": name, "tree": label, "round": r + 1,
                              "ms_per_step": round(1000 * record["seconds"] / steps, 1), "loss": record.get("loss"),
                              **{k: record[k] for k in ("phase_ms", "phase_share") if k in record}})
+                print(f"bench steps: round {r + 1}, {name}, {label}: {rows[-1]['ms_per_step']} ms per step",
+                      file=sys.stderr, flush=True)
     summary = {}
     for name in methods:
         means = {label: float(np.mean([x["ms_per_step"] for x in rows if x["method"] == name and x["tree"] == label]))

@@ -154,8 +154,9 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """
     rho = len(p)
     cos = torch.einsum("snd,tnd->stn", F.normalize(p, dim=-1), F.normalize(z.detach(), dim=-1))  # rho x rho x N
-    pairs = ~torch.eye(rho, dtype=torch.bool, device=p.device)  # i != j
-    return (2 - 2 * cos[pairs]).mean() * rho
+    pairs = ~torch.eye(rho, dtype=torch.bool, device=p.device)[:, :, None]  # i != j
+    # the mean over the rho (rho - 1) N pairs, as a masked sum (indexing with a mask would wait for the GPU)
+    return torch.where(pairs, 2 - 2 * cos, 0).sum() / (rho * (rho - 1) * cos.shape[-1]) * rho
 
 
 @in_fp32
@@ -237,18 +238,21 @@ def shuffle_rank(anchor: torch.Tensor, shuffled: torch.Tensor, theta: float = 0.
         s = torch.einsum("bid,bjd->bij", anchor, shuffled)  # B x S x S
         pos = s.diagonal(dim1=1, dim2=2)[:, :, None]  # B x S x 1
         neg = ~torch.eye(s_count, dtype=torch.bool, device=s.device)  # S x S, j != i
+        negatives = s_count - 1  # per row
     elif form == "matrix":
         f = torch.cat([anchor, shuffled], 1)  # B x 2S x D
         s = f @ f.transpose(1, 2)  # B x 2S x 2S
         pair = (torch.arange(2 * s_count, device=s.device) + s_count) % (2 * s_count)  # row r's positive column
         pos = s.gather(2, pair.expand(len(s), -1)[:, :, None])  # B x 2S x 1
         neg = ~(torch.eye(2 * s_count, dtype=torch.bool, device=s.device) | F.one_hot(pair, 2 * s_count).bool())
+        negatives = 2 * s_count - 2  # per row
     else:
         raise ValueError(f"shuffle_rank form {form!r} is not one of {', '.join(RANK_FORMS)}.")
     d = (s - pos) / theta
     if cap is not None:
         d = d.clamp(max=cap)
-    return F.softplus(d)[:, neg].mean()
+    # the mean over every row's negatives, as a masked sum (indexing with a mask would wait for the GPU)
+    return torch.where(neg, F.softplus(d), 0).sum() / (len(d) * len(neg) * negatives)
 
 
 @in_fp32

@@ -269,3 +269,9 @@ def test_each_phase_of_a_step_is_timed_where_it_runs(tmp_path, synth_quick):
     assert 20 <= ms["augment"] < 28 and 30 <= ms["forward"] < 38 and 10 <= ms["loss"] < 18, ms
     assert sum(ms.values()) == pytest.approx(1000 * record["seconds"] / 4, rel=0.02)
     assert sum(share.values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_speed_labels_refuse_a_clip_with_no_known_stride_on_the_cpu():
+    method = build_method("speed", tiny_backbone())
+    with pytest.raises(ValueError, match=r"frame steps \[\[3, 3, 3\]\] have no stride in \[1, 2, 4, 8\]"):
+        method.labels(torch.tensor([[0, 1, 2, 3], [0, 3, 6, 9]]))

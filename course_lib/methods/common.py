@@ -1,6 +1,8 @@
 """Pieces every method shares: clips to normalised floats, projection heads, two views."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
@@ -9,10 +11,16 @@ MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 
 
+@lru_cache(maxsize=16)
+def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics as 3 x 1 x 1 x 1 tensors, made once per device and dtype: a step copies nothing to the
+    device (and, with ``non_blocking``, the first copy does not wait for it either)."""
+    return tuple(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1).to(device, non_blocking=True) for v in (MEAN, STD))
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """float (..., C, T, H, W) in [0, 1] -> standardised with the Kinetics mean and std, same shape."""
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(3, 1, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(3, 1, 1, 1)
+    mean, std = _mean_std(x.device, x.dtype)
     return (x - mean) / std
 
 

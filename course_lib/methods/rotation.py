@@ -30,7 +30,8 @@ class RotationPrediction(Method):
         clips = batch["clips"][:, 0]  # B x C x T x H x W (uint8), first clip of each video
         if clips.shape[-1] != clips.shape[-2]:
             raise ValueError(f"rotation needs square frames, got {tuple(clips.shape[-2:])}; decode with size=(s, s).")
-        k = torch.randint(0, 4, (clips.shape[0],), device=clips.device)  # B
+        k = torch.randint(0, 4, (clips.shape[0],))  # B, drawn on the host: rotate reads each as a Python int
         logits = self.head(self.backbone(to_float(rotate(clips, k))))  # B x 4
+        k = k.to(clips.device, non_blocking=True)
         loss = nn.functional.cross_entropy(logits, k)
         return loss, {"loss": loss.detach(), "acc": accuracy(logits, k)}

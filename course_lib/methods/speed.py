@@ -30,15 +30,17 @@ class SpeedPrediction(Method):
     def labels(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T) frame indices -> index of their stride in ``strides``.
 
-        The stride is the most common forward step; a short video whose indices wrap
-        around has one backward step, which the mode ignores.
+        The stride is the one of ``strides`` that most forward steps take (the smallest on a tie);
+        a short video whose indices wrap around has one backward step, which no stride matches.
+        A clip with no step in ``strides`` is a ValueError on the CPU; on a GPU (where checking
+        would wait for it) it gets -100, which the loss ignores.
         """
         steps = frames[:, 1:] - frames[:, :-1]  # B x (T-1)
-        step = torch.where(steps > 0, steps, torch.full_like(steps, -1)).mode(dim=1).values  # B
-        match = step[:, None] == self.strides[None, :]
-        if not match.any(1).all():
-            raise ValueError(f"clip strides {step.tolist()} are not all in {self.strides.tolist()}.")
-        return match.float().argmax(1)
+        counts = (steps[:, :, None] == self.strides).sum(1)  # B x len(strides): steps of each stride
+        known = counts.amax(1) > 0
+        if frames.device.type == "cpu" and not known.all():
+            raise ValueError(f"clips with frame steps {steps[~known].tolist()} have no stride in {self.strides.tolist()}.")
+        return torch.where(known, counts.argmax(1), -100)  # -100: cross_entropy's ignore_index
 
     def forward(self, batch: dict):
         clips, frames = batch["clips"][:, 0], batch["frames"][:, 0]  # B x C x T x H x W, B x T

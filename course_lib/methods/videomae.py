@@ -20,7 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
-from ..models.vit import VideoViT, gather_tokens, init_weights, position_code, transformer
+from ..models.vit import VideoViT, gather_tokens, init_weights, position_code_on, transformer
 from .common import normalize
 from .masking import MASK_FNS, visible_and_masked
 from .registry import Method, register_method
@@ -64,7 +64,7 @@ class MaskedDecoder(nn.Module):
     def forward(self, latent, visible, masked, grid, which: int = 0):
         """latent B x K x in_dim at ``visible`` (B x K); predictions B x M x out at ``masked`` (B x M), from mask
         token number ``which``."""
-        code = position_code(grid, self.mask_token.shape[-1], self.pos).to(latent.device, latent.dtype)  # N x dim
+        code = position_code_on(tuple(grid), self.mask_token.shape[-1], self.pos, latent.device, latent.dtype)  # N x dim
         seen = self.embed(latent) + code[visible]  # B x K x dim
         hidden = self.mask_token[which] + code[masked]  # B x M x dim
         y = self.blocks(torch.cat([seen, hidden], 1))  # B x (K + M) x dim
@@ -102,10 +102,11 @@ class VideoMAE(Method):
         x = self.augment(batch["clips"][:, 0])  # B x C x T x H x W in [0, 1]
         vit = self.backbone
         grid = vit.grid(x.shape)
-        mask = batch.get("mask")  # B x N, True = hidden; drawn here unless given
+        mask = batch.get("mask")  # B x N, True = hidden; drawn here (on the host) unless given
         if mask is None:
-            mask = MASK_FNS[self.masking](x.shape[0], grid, self.mask_ratio, device=x.device)
-        visible, masked = visible_and_masked(mask)  # B x K, B x M
+            mask = MASK_FNS[self.masking](x.shape[0], grid, self.mask_ratio)
+        # indices found on the host and sent without waiting: a step never waits for the device
+        visible, masked = (i.to(x.device, non_blocking=True) for i in visible_and_masked(mask.cpu()))  # B x K, B x M
         latent = vit.tokens(normalize(x), keep=visible)  # B x K x D: the encoder sees the visible tokens only
         pred = self.decoder(latent, visible, masked, grid)  # B x M x (tubelet patch patch 3)
         target = gather_tokens(patch_targets(x, vit.tubelet, vit.patch, norm_pix=self.norm_pix), masked)

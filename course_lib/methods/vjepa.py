@@ -86,13 +86,14 @@ class VJEPA(Method):
             momentum_update(self.target, self.backbone, self.momentum)
             h = self.target.tokens(x)  # B x N x D: the target encoder sees every token
             h = F.layer_norm(h, h.shape[-1:])
-        masks = batch.get("mask")  # B x S x N, S mask sets, True = target; drawn here unless given
+        masks = batch.get("mask")  # B x S x N, S mask sets, True = target; drawn here (on the host) unless given
         if masks is None:
             masks = torch.stack([multiblock_mask(x.shape[0], grid, blocks=n, scale=s, aspect=self.aspect)
-                                 for n, s in self.masks], 1).to(x.device)
+                                 for n, s in self.masks], 1)
+        masks = masks.cpu()  # indices found on the host and sent without waiting: a step never waits for the device
         losses, hidden = [], []
         for i in range(masks.shape[1]):
-            context, targets = trimmed_indices(masks[:, i])  # B x K, B x M
+            context, targets = (t.to(x.device, non_blocking=True) for t in trimmed_indices(masks[:, i]))  # B x K, B x M
             z = vit.tokens(x, keep=context)  # B x K x D: the context encoder sees the context tokens only
             pred = self.predictor(z, context, targets, grid, which=min(i, len(self.masks) - 1))  # B x M x D
             losses.append(l1_feature_loss(pred.float(), gather_tokens(h, targets).float()))

@@ -23,6 +23,8 @@ multiple of the heads), as it scales the channels of the CNNs.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -51,6 +53,14 @@ def position_code(grid: tuple[int, int, int], dim: int, kind: str = "3d") -> tor
     code = torch.cat([sinusoid(a.flatten(), part) for a in axes], dim=1)  # (t h w) x 3 part
     return F.pad(code, (0, dim - 3 * part))
 
+
+
+@lru_cache(maxsize=64)
+def position_code_on(grid: tuple[int, int, int], dim: int, kind: str, device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """``position_code`` made once per grid, device and dtype and then reused (do not change it in place): a
+    training step copies nothing from the host, so it never waits for the device."""
+    return position_code(grid, dim, kind).to(dtype).to(device, non_blocking=True)
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x B x N x D, index B x K -> the indexed tokens, B x K x D."""
@@ -129,14 +139,14 @@ class VideoViT(Backbone):
                              f"multiples of its patch ({self.patch}), not {t} x {h} x {w}.")
         return t // self.tubelet, h // self.patch, w // self.patch
 
-    def position_code(self, grid: tuple[int, int, int], device=None) -> torch.Tensor:
-        return position_code(grid, self.feature_dim, self.pos).to(device)  # N x D
+    def position_code(self, grid: tuple[int, int, int], device=None, dtype=torch.float32) -> torch.Tensor:
+        return position_code_on(tuple(grid), self.feature_dim, self.pos, torch.device(device or "cpu"), dtype)  # N x D
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Clips B x 3 x T x H x W -> position-coded tokens B x N x D, N = (T/tubelet)(H/patch)(W/patch)."""
         grid = self.grid(x.shape)
         tokens = rearrange(self.patch_embed(x), "b d t h w -> b (t h w) d")
-        return tokens + self.position_code(grid, x.device).to(tokens.dtype)
+        return tokens + self.position_code(grid, x.device, tokens.dtype)
 
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Encoded tokens B x N x D; with ``keep`` (B x K indices into the N tokens), only those K tokens
@@ -170,4 +180,4 @@ for _name in SIZES:
     _vit(_name)
 
 
-__all__ = ["VideoViT", "Block", "gather_tokens", "transformer", "init_weights", "position_code", "sinusoid", "SIZES"]
+__all__ = ["VideoViT", "Block", "gather_tokens", "transformer", "init_weights", "position_code", "position_code_on", "sinusoid", "SIZES"]
