@@ -325,7 +325,7 @@ with tempfile.TemporaryDirectory() as out:
 
 
 def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: int = 2, steps: int = 20,
-               changes: dict | None = None, quick: bool = False) -> dict:
+               changes: dict | None = None, quick: bool = False, on_row=None) -> dict:
     """Milliseconds per training step of each method at the course budget, measured side by side.
 
     ``trees``: {label: folder holding a ``course_lib`` package} (an older commit's checkout, and this
@@ -333,7 +333,8 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
     every round, so that slow drifts of the machine fall on both sides; every run is its own
     process. A row holds epoch 2's ms per step (``seconds / steps``) and, where the tree logs
     them, its phases. ``changes`` (TrainConfig fields) apply to every tree's runs; ``quick``
-    takes the quick-mode budget instead of the full one.
+    takes the quick-mode budget instead of the full one. ``on_row(rows)`` is called after every run
+    (the command line writes the rows so far to ``--out``, so a run cut off keeps what it measured).
     """
     import json
     import os
@@ -358,8 +359,11 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
                 rows.append({"method": name, "tree": label, "round": r + 1,
                              "ms_per_step": round(1000 * record["seconds"] / steps, 1), "loss": record.get("loss"),
                              **{k: record[k] for k in ("phase_ms", "phase_share") if k in record}})
-                print(f"bench steps: round {r + 1}, {name}, {label}: {rows[-1]['ms_per_step']} ms per step",
-                      file=sys.stderr, flush=True)
+                share = rows[-1].get("phase_share", {})
+                print(f"bench steps: round {r + 1}, {name}, {label}: {rows[-1]['ms_per_step']} ms per step"
+                      + "".join(f", {k} {v:.0%}" for k, v in share.items() if v >= 0.05), file=sys.stderr, flush=True)
+                if on_row:
+                    on_row(rows)
     summary = {}
     for name in methods:
         means = {label: float(np.mean([x["ms_per_step"] for x in rows if x["method"] == name and x["tree"] == label]))

@@ -90,8 +90,14 @@ def _bench(args) -> int:
         from .data import builtin_dataset
 
         manifest = Manifest.load(args.data) if args.data else builtin_dataset(quick=False, progress=False)  # full budget
+        def partial(rows):  # a run cut off keeps the rows it measured
+            if args.out:
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(args.out).write_text(json.dumps({"what": "steps", "partial": True, "rows": rows}, indent=2) + "\n",
+                                          encoding="utf-8")
+
         results = step_times(methods, trees, data=str(manifest.root), rounds=args.rounds,
-                             steps=args.steps)
+                             steps=args.steps, on_row=partial)
         table = format_steps
     elif args.what == "augment":
         results = augment_benchmark(batch=args.batch, clip_len=args.clip_len, device=str(get_device(args.device or "cpu")),

@@ -178,9 +178,11 @@ def test_bench_steps_runs_each_tree_in_its_own_process_and_alternates_them(synth
     from course_lib.bench import format_steps, step_times
 
     here = str(Path(course_lib.__file__).resolve().parent.parent)
+    seen = []  # what a cut-off run would have kept: the rows so far, after every run
     r = step_times(["rotation"], {"a": here, "b": here}, data=str(synth_quick.root), rounds=2, steps=2, quick=True,
-                   changes={"num_workers": 0})
+                   changes={"num_workers": 0}, on_row=lambda rows: seen.append(len(rows)))
     assert [(x["tree"], x["round"]) for x in r["rows"]] == [("a", 1), ("b", 1), ("b", 2), ("a", 2)]
+    assert seen == [1, 2, 3, 4]
     assert all(x["ms_per_step"] > 0 and set(x["phase_ms"]) >= {"data", "forward", "backward"} for x in r["rows"])
     assert 0.3 < r["summary"]["rotation"]["speedup_b_over_a"] < 3
     assert len({x["loss"] for x in r["rows"]}) == 1  # the same run each time, in a fresh process
