@@ -205,6 +205,14 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def send(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``, without waiting for a CUDA device (``non_blocking``; a host tensor that is not
+    pinned is staged by CUDA before the call returns, so it may be freed at once). Other devices copy
+    before returning: an MPS copy that has not run yet may read host memory already freed."""
+    device = torch.device(device)
+    return t.to(device, non_blocking=device.type == "cuda")
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .phases import PhaseClock, phase_record
-from .runtime import autocast, get_device, rng_state, seed_everything, set_rng_state
+from .runtime import autocast, get_device, rng_state, seed_everything, send, set_rng_state
 from .settings import Checked, flag, int_list, integer, number, one_of
 
 CHECKPOINT = "checkpoint.pt"
@@ -140,7 +140,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: send(v, device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 class EpochBatches(torch.utils.data.Sampler):

@@ -6,6 +6,8 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from ..runtime import send
+
 # Kinetics-400 statistics, as torchvision's video models use
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
@@ -14,8 +16,8 @@ STD = (0.22803, 0.22145, 0.216989)
 @lru_cache(maxsize=16)
 def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The statistics as 3 x 1 x 1 x 1 tensors, made once per device and dtype: a step copies nothing to the
-    device (and, with ``non_blocking``, the first copy does not wait for it either)."""
-    return tuple(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1).to(device, non_blocking=True) for v in (MEAN, STD))
+    device (and the first copy does not wait for it either, ``runtime.send``)."""
+    return tuple(send(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1), device) for v in (MEAN, STD))
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

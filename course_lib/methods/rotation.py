@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .common import accuracy, to_float
+from ..runtime import send
 from .registry import Method, register_method
 
 
@@ -32,6 +33,6 @@ class RotationPrediction(Method):
             raise ValueError(f"rotation needs square frames, got {tuple(clips.shape[-2:])}; decode with size=(s, s).")
         k = torch.randint(0, 4, (clips.shape[0],))  # B, drawn on the host: rotate reads each as a Python int
         logits = self.head(self.backbone(to_float(rotate(clips, k))))  # B x 4
-        k = k.to(clips.device, non_blocking=True)
+        k = send(k, clips.device)
         loss = nn.functional.cross_entropy(logits, k)
         return loss, {"loss": loss.detach(), "acc": accuracy(logits, k)}

@@ -23,6 +23,7 @@ from ..augment import AugmentConfig, VideoAugment
 from ..models.vit import VideoViT, gather_tokens, init_weights, position_code_on, transformer
 from .common import normalize
 from .masking import MASK_FNS, visible_and_masked
+from ..runtime import send
 from .registry import Method, register_method
 
 # VideoMAE's pretraining augmentation (datasets.py): a multi-scale crop (sides 1, .875, .75, .66 of the short side,
@@ -106,7 +107,7 @@ class VideoMAE(Method):
         if mask is None:
             mask = MASK_FNS[self.masking](x.shape[0], grid, self.mask_ratio)
         # indices found on the host and sent without waiting: a step never waits for the device
-        visible, masked = (i.to(x.device, non_blocking=True) for i in visible_and_masked(mask.cpu()))  # B x K, B x M
+        visible, masked = (send(i, x.device) for i in visible_and_masked(mask.cpu()))  # B x K, B x M
         latent = vit.tokens(normalize(x), keep=visible)  # B x K x D: the encoder sees the visible tokens only
         pred = self.decoder(latent, visible, masked, grid)  # B x M x (tubelet patch patch 3)
         target = gather_tokens(patch_targets(x, vit.tubelet, vit.patch, norm_pix=self.norm_pix), masked)

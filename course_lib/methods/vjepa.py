@@ -28,6 +28,7 @@ from ..losses import momentum_update
 from ..models.vit import gather_tokens
 from .common import normalize
 from .masking import multiblock_mask, trimmed_indices
+from ..runtime import send
 from .registry import Method, register_method
 from .videomae import MaskedDecoder, needs_vit
 
@@ -93,7 +94,7 @@ class VJEPA(Method):
         masks = masks.cpu()  # indices found on the host and sent without waiting: a step never waits for the device
         losses, hidden = [], []
         for i in range(masks.shape[1]):
-            context, targets = (t.to(x.device, non_blocking=True) for t in trimmed_indices(masks[:, i]))  # B x K, B x M
+            context, targets = (send(t, x.device) for t in trimmed_indices(masks[:, i]))  # B x K, B x M
             z = vit.tokens(x, keep=context)  # B x K x D: the context encoder sees the context tokens only
             pred = self.predictor(z, context, targets, grid, which=min(i, len(self.masks) - 1))  # B x M x D
             losses.append(l1_feature_loss(pred.float(), gather_tokens(h, targets).float()))

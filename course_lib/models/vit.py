@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..runtime import send
 from .registry import Backbone, head, register
 
 POSITIONS = ("3d", "1d")
@@ -54,13 +55,12 @@ def position_code(grid: tuple[int, int, int], dim: int, kind: str = "3d") -> tor
     return F.pad(code, (0, dim - 3 * part))
 
 
-
 @lru_cache(maxsize=64)
 def position_code_on(grid: tuple[int, int, int], dim: int, kind: str, device: torch.device,
                      dtype: torch.dtype) -> torch.Tensor:
     """``position_code`` made once per grid, device and dtype and then reused (do not change it in place): a
     training step copies nothing from the host, so it never waits for the device."""
-    return position_code(grid, dim, kind).to(dtype).to(device, non_blocking=True)
+    return send(position_code(grid, dim, kind).to(dtype), device)
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x B x N x D, index B x K -> the indexed tokens, B x K x D."""
