@@ -72,7 +72,7 @@ def synchronisations_by_step(run) -> list[tuple[str, list[str]]]:
         if SYNC not in str(message):
             return
         ours = [f for f in traceback.extract_stack()[:-1] if "course_lib" in f.filename]
-        in_loop = [f for f in ours if f.filename == loop.__file__]
+        in_loop = [f for f in ours if f.filename == loop.__file__ and f.name == "train"]  # helpers: their caller's line
         where = "outside the loop" if not in_loop else (
             "step" if body < in_loop[-1].lineno < log_point else "log point or epoch end")
         found.append((where, [f"{f.filename.split('course_lib')[-1]}:{f.lineno} {f.line}" for f in ours]))

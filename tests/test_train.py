@@ -275,3 +275,17 @@ def test_speed_labels_refuse_a_clip_with_no_known_stride_on_the_cpu():
     method = build_method("speed", tiny_backbone())
     with pytest.raises(ValueError, match=r"frame steps \[\[3, 3, 3\]\] have no stride in \[1, 2, 4, 8\]"):
         method.labels(torch.tensor([[0, 1, 2, 3], [0, 3, 6, 9]]))
+
+
+def test_normalisation_constants_first_made_under_inference_mode_still_train():
+    """normalize caches its mean and std per device and dtype; made first inside torch.inference_mode (an
+    evaluation), they must still serve a training step, which saves std for its backward pass."""
+    from course_lib.methods.common import _mean_std, normalize
+
+    _mean_std.cache_clear()
+    with torch.inference_mode():
+        normalize(torch.rand(1, 3, 1, 2, 2))
+    x = torch.rand(1, 3, 1, 2, 2, requires_grad=True)
+    normalize(x).sum().backward()
+    from course_lib.methods.common import STD
+    torch.testing.assert_close(x.grad[0, :, 0, 0, 0], 1 / torch.tensor(STD))

@@ -17,7 +17,8 @@ STD = (0.22803, 0.22145, 0.216989)
 def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The statistics as 3 x 1 x 1 x 1 tensors, made once per device and dtype: a step copies nothing to the
     device (and the first copy does not wait for it either, ``runtime.send``)."""
-    return tuple(send(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1), device) for v in (MEAN, STD))
+    with torch.inference_mode(False):  # made under inference mode they could not be saved for a backward pass later
+        return tuple(send(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1), device) for v in (MEAN, STD))
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

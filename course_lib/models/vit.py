@@ -60,7 +60,9 @@ def position_code_on(grid: tuple[int, int, int], dim: int, kind: str, device: to
                      dtype: torch.dtype) -> torch.Tensor:
     """``position_code`` made once per grid, device and dtype and then reused (do not change it in place): a
     training step copies nothing from the host, so it never waits for the device."""
-    return send(position_code(grid, dim, kind).to(dtype), device)
+    with torch.inference_mode(False):  # made under inference mode it could not be saved for a backward pass later
+        return send(position_code(grid, dim, kind).to(dtype), device)
+
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x B x N x D, index B x K -> the indexed tokens, B x K x D."""
