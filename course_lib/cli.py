@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from .data.manifest import ManifestError
 from .video import VideoError
@@ -48,9 +49,14 @@ def _probe(args) -> int:
     return 1 if failed else 0
 
 
+def _write_json(path, obj) -> None:
+    """``obj`` as indented JSON in ``path``, its folder made if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
 def _bench(args) -> int:
     import platform
-    from pathlib import Path
 
     from .bench import augment_benchmark, decode_benchmark, format_table, train_benchmark
     from .experiment import load_manifest
@@ -92,9 +98,7 @@ def _bench(args) -> int:
         manifest = Manifest.load(args.data) if args.data else builtin_dataset(quick=False, progress=False)  # full budget
         def partial(rows):  # a run cut off keeps the rows it measured
             if args.out:
-                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.out).write_text(json.dumps({"what": "steps", "partial": True, "rows": rows}, indent=2) + "\n",
-                                          encoding="utf-8")
+                _write_json(args.out, {"what": "steps", "partial": True, "rows": rows})
 
         results = step_times(methods, trees, data=str(manifest.root), rounds=args.rounds,
                              steps=args.steps, on_row=partial)
@@ -109,8 +113,7 @@ def _bench(args) -> int:
     results["machine"] = machine
     print(table(results), file=sys.stderr)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        _write_json(args.out, results)
     print(json.dumps(results))
     return 0
 
@@ -173,7 +176,6 @@ def _pretrain(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from pathlib import Path
 
     from .experiment import eval_config, evaluate
 
@@ -183,8 +185,7 @@ def _evaluate(args) -> int:
     _say_mode()
     result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint, out_dir=Path(args.out).with_suffix(""),
                       progress=not args.no_progress, inherit=False)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    _write_json(args.out, result)
     print(json.dumps(result))
     return 0
 

@@ -213,6 +213,19 @@ def send(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return t.to(device, non_blocking=device.type == "cuda")
 
 
+def device_constant(make):
+    """Cache a constant tensor per device and dtype: ``make(*args)`` builds it on the host once, and
+    ``f(*args, device, dtype)`` returns it there (do not change it in place), so a step copies nothing to
+    the device. It is built outside inference mode, where it could not be saved for a backward pass."""
+    @functools.lru_cache(maxsize=64)
+    def on(*args):
+        *args, device, dtype = args
+        with torch.inference_mode(False):
+            return send(make(*args).to(dtype), device)
+
+    return functools.wraps(make)(on)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -33,3 +33,14 @@ def synth_quick(tmp_path_factory):
 
     cfg = replace(PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=32)
     return generate(tmp_path_factory.mktemp("synth"), cfg, workers=1, progress=False)
+
+
+@pytest.fixture
+def true_fp32():
+    """TF32 would make 'fp32' itself approximate on Ampere and later GPUs (tests/test_gpu.py, test_numerics.py)."""
+    import torch
+
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -13,16 +13,8 @@ from course_lib.bench import train_benchmark
 from course_lib.methods import METHODS, build_method, method_class, sampler_for
 from course_lib.models import create_model
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-@pytest.fixture(autouse=True)
-def exact_fp32():
-    """TF32 would make 'fp32' itself approximate on Ampere and later; the comparisons want true fp32."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+              pytest.mark.usefixtures("true_fp32")]
 
 
 def test_compiled_backbone_equals_eager():
@@ -97,10 +89,10 @@ def test_a_step_never_waits_for_the_gpu(name, tmp_path, synth_quick):
 
     torch.manual_seed(0)
     if method_class(name).vit_only:
-        method, clip_len, size, crop = build_method(name, create_model("vit_course", width=0.125), size=32), 4, 32, 40
+        method, clip_len, crop = build_method(name, create_model("vit_course", width=0.125), size=32), 4, 40
     else:
-        method, clip_len, size, crop = build_method(name, create_model("r3d_vcop", width=0.125), size=28,
-                                                    num_videos=64, num_classes=8), 4, 28, 32
+        method, clip_len, crop = build_method(name, create_model("r3d_vcop", width=0.125), size=28,
+                                              num_videos=64, num_classes=8), 4, 32
     ds = ClipDataset(synth_quick, sampler_for(name, clip_len=clip_len), split="train", size=(crop, crop))
     cfg = TrainConfig(epochs=1, batch_size=2, lr=0.01, num_workers=0, steps_per_epoch=12, log_every=4)
     found = synchronisations_by_step(lambda: train(method, ds, cfg, tmp_path, device="cuda", progress=False))

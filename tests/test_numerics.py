@@ -17,15 +17,6 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu,
                                    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])
 
 
-@pytest.fixture
-def true_fp32():
-    """TF32 would make 'fp32' itself approximate on Ampere and later GPUs."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 def readout_gradient(model, x, readout, dtype=torch.float32, channels_last=False, bf16=False):
     """(features, every parameter's gradient) of sum(features * readout), as float64, with the model in ``dtype``."""
     model.to(dtype).zero_grad(set_to_none=True)

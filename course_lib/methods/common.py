@@ -1,24 +1,20 @@
 """Pieces every method shares: clips to normalised floats, projection heads, two views."""
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import nn
 
-from ..runtime import send
+from ..runtime import device_constant
 
 # Kinetics-400 statistics, as torchvision's video models use
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 
 
-@lru_cache(maxsize=16)
-def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The statistics as 3 x 1 x 1 x 1 tensors, made once per device and dtype: a step copies nothing to the
-    device (and the first copy does not wait for it either, ``runtime.send``)."""
-    with torch.inference_mode(False):  # made under inference mode they could not be saved for a backward pass later
-        return tuple(send(torch.tensor(v, dtype=dtype).view(3, 1, 1, 1), device) for v in (MEAN, STD))
+@device_constant
+def _mean_std() -> torch.Tensor:
+    """The statistics, 2 x 3 x 1 x 1 x 1 (mean, std); cached per device and dtype by ``device_constant``."""
+    return torch.tensor([MEAN, STD], dtype=torch.float64).view(2, 3, 1, 1, 1)  # rounded once, to the dtype asked
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

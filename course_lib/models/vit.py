@@ -23,14 +23,12 @@ multiple of the heads), as it scales the channels of the CNNs.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..runtime import send
+from ..runtime import device_constant
 from .registry import Backbone, head, register
 
 POSITIONS = ("3d", "1d")
@@ -55,13 +53,9 @@ def position_code(grid: tuple[int, int, int], dim: int, kind: str = "3d") -> tor
     return F.pad(code, (0, dim - 3 * part))
 
 
-@lru_cache(maxsize=64)
-def position_code_on(grid: tuple[int, int, int], dim: int, kind: str, device: torch.device,
-                     dtype: torch.dtype) -> torch.Tensor:
-    """``position_code`` made once per grid, device and dtype and then reused (do not change it in place): a
-    training step copies nothing from the host, so it never waits for the device."""
-    with torch.inference_mode(False):  # made under inference mode it could not be saved for a backward pass later
-        return send(position_code(grid, dim, kind).to(dtype), device)
+# position_code_on(grid, dim, kind, device, dtype): position_code made once per grid, device and dtype, then
+# reused, so a training step copies nothing from the host and never waits for the device
+position_code_on = device_constant(position_code)
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
