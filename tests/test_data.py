@@ -107,6 +107,65 @@ def test_epochs_change_clips_and_workers_do_not(indexed_manifest):
     assert all(np.array_equal(g, f) for g, f in zip(got, first))
 
 
+@pytest.fixture
+def frame_cache():
+    """This process's frame cache, empty, with its limit restored afterwards."""
+    from course_lib.data.dataset import FRAMES
+    limit = FRAMES.max_bytes
+    FRAMES.clear()
+    FRAMES.hits = FRAMES.misses = 0
+    yield FRAMES
+    FRAMES.max_bytes = limit
+    FRAMES.clear()
+
+
+def test_the_frame_cache_gives_the_frames_a_clip_decode_gives(indexed_manifest, frame_cache):
+    sampler = RandomClipSampler(clip_len=8, stride=2, num_clips=2)
+    cached = ClipDataset(indexed_manifest, sampler, size=(32, 64))
+    from_file = ClipDataset(indexed_manifest, sampler, size=(32, 64), cache=False)
+    assert cached.cache and not from_file.cache
+    assert cached.decoded_bytes() == sum(e.num_frames for e in indexed_manifest) * 32 * 64 * 3
+    for epoch in range(3):
+        for i in range(len(cached)):
+            a, b = cached[(epoch, i)], from_file[(epoch, i)]
+            assert torch.equal(a["clips"], b["clips"])
+            assert np.array_equal(decoded_indices(a["clips"]), cached.clip_indices(i, epoch))
+    assert (frame_cache.misses, frame_cache.hits) == (len(cached), 2 * len(cached))  # each decoded once
+    # a video written again under the same name is decoded again, not served from memory
+    v0, v2 = (indexed_manifest.path(indexed_manifest[i]) for i in (0, 2))
+    shutil.copy(v2, v0)
+    assert torch.equal(cached[(0, 0)]["clips"], from_file[(0, 0)]["clips"])
+    assert frame_cache.misses == len(cached) + 1
+
+
+def test_the_frame_cache_is_bounded_and_its_size_is_checked(indexed_manifest, frame_cache, monkeypatch):
+    from course_lib.data.dataset import FrameCache, frame_cache_bytes
+    from course_lib.settings import SettingError
+    lru = FrameCache(max_bytes=100)
+    a, b, c = (np.zeros(40, np.uint8) for _ in range(3))
+    lru.put("a", a)
+    lru.put("b", b)
+    assert lru.get("a") is a  # now b is the least recently used
+    lru.put("c", c)
+    assert lru.get("b") is None and lru.get("a") is a and lru.get("c") is c and lru.bytes == 80
+    lru.put("big", np.zeros(101, np.uint8))  # larger than the whole cache: not kept
+    assert lru.get("big") is None and lru.bytes == 80
+    # a dataset that would not fit decodes clips from the file and leaves the cache alone
+    sampler = RandomClipSampler(clip_len=4)
+    total = ClipDataset(indexed_manifest, sampler, size=(32, 64)).decoded_bytes()
+    frame_cache.max_bytes = total - 1
+    ds = ClipDataset(indexed_manifest, sampler, size=(32, 64))
+    ds[0]
+    assert not ds.cache and frame_cache.bytes == 0 and frame_cache.misses == 0
+    assert not ClipDataset(indexed_manifest, sampler).cache  # no fixed size: the decoded size is not known
+    monkeypatch.setenv("COURSE_FRAME_CACHE_MB", "0.5")
+    assert frame_cache_bytes() == 2 ** 19
+    for bad in ("abc", "-1"):
+        monkeypatch.setenv("COURSE_FRAME_CACHE_MB", bad)
+        with pytest.raises(SettingError, match=f"COURSE_FRAME_CACHE_MB={bad}: .* a number >= 0"):
+            frame_cache_bytes()
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
                     reason="no fork on this OS (Windows): workers start by spawn, with no inherited garbage")
@@ -141,9 +200,13 @@ def test_vfr_entries_use_timestamps(tmp_path, indexed_video):
     shutil.copy(src, tmp_path / "v.mkv")
     m = Manifest(tmp_path, ["a"], [VideoEntry("v.mkv", "a", "train", 40, 16.7, {"vfr": True})])
     ds = ClipDataset(m, RandomClipSampler(clip_len=6))
+    cached = ClipDataset(m, RandomClipSampler(clip_len=6), size=(64, 96))  # whole video from the frame cache
+    assert cached.cache
     for epoch in range(4):
         ds.set_epoch(epoch)
+        cached.set_epoch(epoch)
         assert np.array_equal(decoded_indices(ds[0]["clips"]), ds.clip_indices(0))
+        assert torch.equal(cached[0]["clips"], ds[0]["clips"])
 
 
 def test_bad_video_is_skipped_with_a_counting_warning(indexed_manifest):

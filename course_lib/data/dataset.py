@@ -15,6 +15,13 @@ clips of an epoch do not depend on the number of DataLoader workers or their ord
 call ``set_epoch`` at the start of every epoch, or index with ``(epoch, index)`` keys:
 the training loop does, so its workers persist across epochs.
 
+Decoded frames are cached: when a dataset decodes to a fixed ``size`` and all of its videos,
+decoded whole, fit in this process's frame cache (``$COURSE_FRAME_CACHE_MB``, 512 by default; 0
+turns it off), a video is decoded whole the first time and every later clip of it is sliced
+from memory. The frames are the same as a clip decode gives (``decode_frames`` is exact at any
+index); only the time changes: the course's small datasets decode once per run and per process
+instead of once per epoch. Each DataLoader worker keeps its own cache for the run.
+
 Bad videos: with ``strict=False`` (the default) a video that cannot be decoded is
 skipped: the item is taken from the next good video instead, a warning counts the
 skips made so far in this process, and the video is not tried again. After
@@ -23,7 +30,9 @@ skips made so far in this process, and the video is not tried again. After
 """
 from __future__ import annotations
 
+import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +40,78 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
-from ..video import VideoError, decode_clips, frame_timestamps
+from ..settings import SettingError
+from ..video import VideoError, decode_clips, decode_frames, frame_timestamps
 from .manifest import Manifest
 from .samplers import ShortVideoError
+
+
+def frame_cache_bytes() -> int:
+    """The frame cache's size in this process: ``$COURSE_FRAME_CACHE_MB`` (default 512) in bytes."""
+    value = os.environ.get("COURSE_FRAME_CACHE_MB", "").strip() or "512"
+    try:
+        mb = float(value)
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise SettingError(f"COURSE_FRAME_CACHE_MB={value}: give the frame cache's size in MB, a number >= 0 (0: off).")
+    return int(mb * 2 ** 20)
+
+
+class FrameCache:
+    """Whole decoded videos, uint8 (N, H, W, 3), least recently used first out, at most ``max_bytes``.
+
+    One per process (``FRAMES``). A key names the file's path, its size and modification time, and
+    the decode size, so a video written again under the same path is decoded again."""
+
+    def __init__(self, max_bytes: int | None = None):
+        self._max_bytes, self.bytes = max_bytes, 0
+        self.hits = self.misses = 0
+        self._videos: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+    @property
+    def max_bytes(self) -> int:
+        if self._max_bytes is None:  # read when first needed, so a bad value fails where a dataset is made
+            self._max_bytes = frame_cache_bytes()
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._max_bytes = value
+        while self.bytes > value:
+            self.bytes -= self._videos.popitem(last=False)[1].nbytes
+
+    @staticmethod
+    def key(path: str | os.PathLike, size: tuple[int, int]) -> tuple:
+        st = os.stat(path)
+        return os.fspath(path), st.st_size, st.st_mtime_ns, tuple(size)
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        frames = self._videos.get(key)
+        if frames is None:
+            self.misses += 1
+            return None
+        self._videos.move_to_end(key)
+        self.hits += 1
+        return frames
+
+    def put(self, key: tuple, frames: np.ndarray) -> None:
+        if frames.nbytes > self.max_bytes:
+            return
+        frames.setflags(write=False)  # shared by every later clip: slicing copies, nothing writes
+        old = self._videos.pop(key, None)
+        self.bytes += frames.nbytes - (old.nbytes if old is not None else 0)
+        self._videos[key] = frames
+        while self.bytes > self.max_bytes:
+            _, dropped = self._videos.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        self._videos.clear()
+        self.bytes = 0
+
+
+FRAMES = FrameCache()  # this process's frame cache (a forked worker starts with a copy)
 
 
 def three_crops(clips: torch.Tensor) -> torch.Tensor:
@@ -67,11 +145,13 @@ class ClipDataset(Dataset):
         seed: base seed of the per-item generators.
         decode_threads: FFmpeg threads per decode (1, the default, suits DataLoader workers).
         max_skips: bad videos in a row after which even the lenient mode raises.
+        cache: use the frame cache when it can hold every video of this dataset decoded whole
+            (``size`` must be given); False always decodes clips from the file.
     """
 
     def __init__(self, manifest: Manifest | str | Path, sampler, *, split: str | None = None,
                  short_side: int | None = None, size: tuple[int, int] | None = None, strict: bool = False,
-                 seed: int = 0, decode_threads: int = 1, max_skips: int = 20, crops: int = 1):
+                 seed: int = 0, decode_threads: int = 1, max_skips: int = 20, crops: int = 1, cache: bool = True):
         if crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, not {crops}.")
         manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
@@ -83,6 +163,15 @@ class ClipDataset(Dataset):
         self.labels = [self.manifest.label_index(e.label) for e in self.manifest]
         self.bad: dict[int, str] = {}  # index -> reason, per process
         self._timestamps: dict[int, np.ndarray] = {}  # VFR videos: frame pts, per process
+        total = self.decoded_bytes()
+        self.cache = cache and total is not None and total <= FRAMES.max_bytes
+        self._whole_failed: set[int] = set()  # videos a whole decode failed on (clips may still decode)
+
+    def decoded_bytes(self) -> int | None:
+        """Bytes of every video of this dataset decoded whole at ``size`` (None without ``size`` or frame counts)."""
+        if self.size is None or any(not e.num_frames for e in self.manifest):
+            return None
+        return sum(e.num_frames for e in self.manifest) * self.size[0] * self.size[1] * 3
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -115,10 +204,30 @@ class ClipDataset(Dataset):
             if index not in self._timestamps:
                 self._timestamps[index] = frame_timestamps(path)[0]
             ts = self._timestamps[index]
-        clips = decode_clips(path, frames, short_side=self.short_side, size=self.size, timestamps=ts,
-                             threads=self.decode_threads)  # S x T x H x W x C
+        whole = self._whole(index, path, ts) if self.cache else None  # N x H x W x C, or None
+        if whole is not None:
+            clips = whole[frames]  # S x T x H x W x C, a copy
+        else:
+            clips = decode_clips(path, frames, short_side=self.short_side, size=self.size, timestamps=ts,
+                                 threads=self.decode_threads)  # S x T x H x W x C
         clips = rearrange(torch.from_numpy(clips), "s t h w c -> s c t h w")
         return three_crops(clips) if self.crops == 3 else clips
+
+    def _whole(self, index: int, path: Path, ts: np.ndarray | None) -> np.ndarray | None:
+        """Video ``index`` decoded whole at ``size``, from the frame cache or the file (then cached)."""
+        if index in self._whole_failed:
+            return None
+        key = FrameCache.key(path, self.size)
+        frames = FRAMES.get(key)
+        if frames is None:
+            try:
+                frames = decode_frames(path, np.arange(self.manifest[index].num_frames), size=self.size, timestamps=ts,
+                                       threads=self.decode_threads)  # N x H x W x C
+            except VideoError:  # e.g. fewer frames than the manifest says: let the clip decode decide
+                self._whole_failed.add(index)
+                return None
+            FRAMES.put(key, frames)
+        return frames
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """Item ``index`` of this epoch, or ``(epoch, index)``."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 from functools import partial
 
 from torch import nn
-from torchvision.models.video.s3d import SepInceptionBlock3D, TemporalSeparableConv
-from torchvision.ops import Conv3dNormActivation
 
 from .registry import Backbone, head, register, scaled
 
@@ -23,6 +21,10 @@ _INCEPTION = [(192, 64, 96, 128, 16, 32, 32), (256, 128, 128, 192, 32, 96, 64), 
 
 class S3D(Backbone):
     def __init__(self, *, num_classes: int | None = None, width: float = 1.0):
+        # imported here, not with the package: torchvision's import pulls in torch._dynamo (1.4 s per process)
+        from torchvision.models.video.s3d import SepInceptionBlock3D, TemporalSeparableConv
+        from torchvision.ops import Conv3dNormActivation
+
         super().__init__()
         norm = partial(nn.BatchNorm3d, eps=0.001, momentum=0.001)
         w = lambda c: scaled(c, width)  # noqa: E731
