@@ -227,9 +227,10 @@ def test_bad_video_is_skipped_with_a_counting_warning(indexed_manifest):
 def test_missing_video_and_all_bad_do_not_hang(indexed_manifest):
     for e in indexed_manifest:
         indexed_manifest.path(e).unlink()
-    ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4), max_skips=3)
-    with pytest.warns(UserWarning, match="file not found"), pytest.raises(VideoError, match="3 bad videos in a row"):
-        ds[0]
+    for size in (None, (32, 64)):  # from the file, and through the frame cache
+        ds = ClipDataset(indexed_manifest, RandomClipSampler(clip_len=4), max_skips=3, size=size)
+        with pytest.warns(UserWarning, match="file not found"), pytest.raises(VideoError, match="3 bad videos in a row"):
+            ds[0]
 
 
 def test_video_shorter_than_the_clip(indexed_manifest):

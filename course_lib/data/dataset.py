@@ -217,7 +217,10 @@ class ClipDataset(Dataset):
         """Video ``index`` decoded whole at ``size``, from the frame cache or the file (then cached)."""
         if index in self._whole_failed:
             return None
-        key = FrameCache.key(path, self.size)
+        try:
+            key = FrameCache.key(path, self.size)
+        except OSError:  # missing or unreadable: the clip decode names the file in a VideoError
+            return None
         frames = FRAMES.get(key)
         if frames is None:
             try:
