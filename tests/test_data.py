@@ -112,6 +112,7 @@ def frame_cache():
     """This process's frame cache, empty, with its limit restored afterwards."""
     from course_lib.data.dataset import FRAMES
     limit = FRAMES.max_bytes
+    FRAMES.max_bytes = 512 * 2 ** 20  # the default, whatever COURSE_FRAME_CACHE_MB says
     FRAMES.clear()
     FRAMES.hits = FRAMES.misses = 0
     yield FRAMES

@@ -61,8 +61,8 @@ def frame_cache_bytes() -> int:
 class FrameCache:
     """Whole decoded videos, uint8 (N, H, W, 3), least recently used first out, at most ``max_bytes``.
 
-    One per process (``FRAMES``). A key names the file's path, its size and modification time, and
-    the decode size, so a video written again under the same path is decoded again."""
+    One per process (``FRAMES``). A key names the file's path, inode, size, modification and change
+    times, and the decode size, so a video written again under the same path is decoded again."""
 
     def __init__(self, max_bytes: int | None = None):
         self._max_bytes, self.bytes = max_bytes, 0
@@ -83,8 +83,8 @@ class FrameCache:
 
     @staticmethod
     def key(path: str | os.PathLike, size: tuple[int, int]) -> tuple:
-        st = os.stat(path)
-        return os.fspath(path), st.st_size, st.st_mtime_ns, tuple(size)
+        st = os.stat(path)  # a file written again gets a new inode or change time, even with its old mtime
+        return os.fspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(size)
 
     def get(self, key: tuple) -> np.ndarray | None:
         frames = self._videos.get(key)
