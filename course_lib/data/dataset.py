@@ -78,7 +78,11 @@ class FrameCache:
     @max_bytes.setter
     def max_bytes(self, value: int) -> None:
         self._max_bytes = value
-        while self.bytes > value:
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """Drop the least recently used videos until the cache fits its size."""
+        while self.bytes > self.max_bytes:
             self.bytes -= self._videos.popitem(last=False)[1].nbytes
 
     @staticmethod
@@ -102,9 +106,7 @@ class FrameCache:
         old = self._videos.pop(key, None)
         self.bytes += frames.nbytes - (old.nbytes if old is not None else 0)
         self._videos[key] = frames
-        while self.bytes > self.max_bytes:
-            _, dropped = self._videos.popitem(last=False)
-            self.bytes -= dropped.nbytes
+        self._shrink()
 
     def clear(self) -> None:
         self._videos.clear()
