@@ -23,6 +23,8 @@ overrides). The building blocks are public, for notebooks and research code:
 * ``attentive``: V-JEPA's attentive probe, a learnt query pooling the frozen tokens (``course_lib.attentive``).
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
   representation encodes (motion class versus shape or colour).
+* ``bias_probes``: the motion class on the static-bias twin and on the plain data, and the
+  appearance attributes, for one representation.
 """
 from __future__ import annotations
 
@@ -287,6 +289,29 @@ def frozen_scores(backbone: nn.Module, cfg, manifest: Manifest, *, device=None, 
     a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device), feature=feature,
                                    view=view)
     return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks, center=center)}
+
+
+APPEARANCE = ("color", "background", "shape")  # the attributes the static-bias twin ties to the class
+
+
+def bias_probes(backbone: nn.Module, cfg, plain: Manifest, twin: Manifest, device, *,
+                attributes: tuple[str, ...] = APPEARANCE) -> dict[str, float]:
+    """Both sides of the static-bias twin, for one frozen representation (accuracies and R@1 in %).
+
+    ``twin`` and ``R@1 twin``: the linear probe and retrieval of the motion class on the twin, where
+    appearance names the class. ``plain``: the linear probe on the built-in data, where it does not.
+    One linear probe per attribute, read on the plain data: there the attributes are independent of
+    the class, so each probe reads only its attribute. ``backbone`` is any module from clips to one
+    vector per clip (a backbone, or a backbone followed by a projection head).
+    """
+    a, ya, b, yb = frozen_features(backbone, cfg, plain, device)
+    t = frozen_features(backbone, cfg, twin, device)
+    row = {"twin": linear_probe(*t)["test_acc"], "R@1 twin": retrieval(*t, ks=(1,))["R@1"],
+           "plain": linear_probe(a, ya, b, yb)["test_acc"]}
+    train, test = plain.split("train").entries, plain.split("test").entries
+    for attr in attributes:
+        row[attr] = attribute_probe(a, b, [e.attrs[attr] for e in train], [e.attrs[attr] for e in test])["test_acc"]
+    return row
 
 
 @dataclass

@@ -185,3 +185,26 @@ def test_finetune_clips_are_randomly_cropped_and_flipped_and_test_clips_centre_c
     seen.clear()
     residual.logits(clips)
     assert torch.allclose(seen[0] * std[None] + mean[None], torch.full_like(seen[0], 0.5), atol=1e-5)  # a still clip
+
+
+def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
+    """A 'representation' that is only the clip's mean and spread of colour reads the twin's classes
+    (appearance names them there) and the colour attribute, but not the plain data's classes."""
+    from torch import nn
+
+    from course_lib.data import builtin_dataset
+    from course_lib.evaluate import bias_probes
+    from course_lib.experiment import course_config
+
+    class ColourStats(nn.Module):
+        def forward(self, x):  # N x C x T x H x W -> N x 2C
+            return torch.cat([x.mean((2, 3, 4)), x.std((2, 3, 4))], 1)
+
+    plain = builtin_dataset(quick=True, progress=False)
+    twin = builtin_dataset(quick=True, static_bias=1, progress=False)
+    row = bias_probes(ColourStats(), course_config(True), plain, twin, "cpu")
+    assert list(row) == ["twin", "R@1 twin", "plain", "color", "background", "shape"]
+    chance = 100 / len(plain.classes)
+    assert row["twin"] >= row["plain"] + 40 and row["R@1 twin"] >= 3 * chance
+    assert row["plain"] <= 2.5 * chance  # colour tells nothing about the motion there
+    assert row["color"] >= 4 * chance  # and the colour probe reads the right video's colour (8 colours)

@@ -1,0 +1,53 @@
+"""notebooks/ablations/twin_seeds.py: the seed-spread measurement of the static-bias twin (issue 15)."""
+import importlib.util
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "notebooks" / "ablations" / "twin_seeds.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("twin_seeds", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
+    from course_lib.data import builtin_dataset, synth
+    from course_lib.evaluate import bias_probes
+    from course_lib.experiment import course_config
+    from course_lib.models import create_model
+
+    small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
+    monkeypatch.setitem(synth.PRESETS, "quick", small)
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    out = tmp_path / "rows.json"
+    args = ["--out", str(out), "--seeds", "0", "--no-colour-seeds", "--random-seeds", "1",
+            "--epochs", "1"]
+    rows = load_script().main(args)
+    assert set(rows) == {"random init, seed 0", "colour statistics (6 numbers)", "simclr on twin, seed 0", "simclr on twin, seed 0, head",
+                         "simclr on plain, seed 0", "simclr on plain, seed 0, head"}
+
+    # the random init is notebook 04's (seed 0 before the backbone is made)
+    plain, twin = builtin_dataset(progress=False), builtin_dataset(static_bias=1, progress=False)
+    base = replace(course_config(True), epochs=1)
+    torch.manual_seed(0)
+    expected = bias_probes(create_model(base.model, width=base.width), base, plain, twin, "cpu")
+    assert {k: rows["random init, seed 0"][k] for k in expected} == expected
+
+    # a shortened run trains beside notebook 04's runs, never in them, and on the data it names
+    runs = tmp_path / "data" / "runs" / "quick" / "04"
+    assert not (runs / "twin-simclr").exists() and not (runs / "simclr").exists()
+    twin_run = runs / "seeds" / "twin-simclr-seed0-1ep"
+    assert json.loads((twin_run / "run.json").read_text())["data"] == str(twin.root)
+    assert json.loads((runs / "seeds" / "simclr-seed0-1ep" / "run.json").read_text())["data"] == str(plain.root)
+
+    # a second call resumes from the file: nothing is trained or measured again
+    stamp = (twin_run / "checkpoint.pt").stat().st_mtime_ns
+    assert load_script().main(args) == rows == json.loads(out.read_text())
+    assert (twin_run / "checkpoint.pt").stat().st_mtime_ns == stamp
