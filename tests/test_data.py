@@ -132,6 +132,12 @@ def test_the_frame_cache_gives_the_frames_a_clip_decode_gives(indexed_manifest, 
             assert torch.equal(a["clips"], b["clips"])
             assert np.array_equal(decoded_indices(a["clips"]), cached.clip_indices(i, epoch))
     assert (frame_cache.misses, frame_cache.hits) == (len(cached), 2 * len(cached))  # each decoded once
+    # an index outside the video fails as a file decode does (numpy would wrap -1 to the last frame)
+    n = indexed_manifest[0].num_frames
+    for bad in ([[-1, 0]], [[0, n]]):
+        for ds in (cached, from_file):
+            with pytest.raises(VideoError, match="frame"):
+                ds.load(0, np.array(bad))
     # a video written again under the same name is decoded again, not served from memory
     v0, v2 = (indexed_manifest.path(indexed_manifest[i]) for i in (0, 2))
     shutil.copy(v2, v0)

@@ -207,8 +207,8 @@ class ClipDataset(Dataset):
                 self._timestamps[index] = frame_timestamps(path)[0]
             ts = self._timestamps[index]
         whole = self._whole(index, path, ts) if self.cache else None  # N x H x W x C, or None
-        if whole is not None:
-            clips = whole[frames]  # S x T x H x W x C, a copy
+        if whole is not None and 0 <= frames.min() and frames.max() < len(whole):
+            clips = whole[frames]  # S x T x H x W x C, a copy (an index out of range: the file decode names it)
         else:
             clips = decode_clips(path, frames, short_side=self.short_side, size=self.size, timestamps=ts,
                                  threads=self.decode_threads)  # S x T x H x W x C
