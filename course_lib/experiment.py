@@ -7,6 +7,7 @@ backbone from the checkpoint alone.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -196,6 +197,27 @@ def course_config(quick: bool | None = None, **changes) -> RunConfig:
     base = RunConfig.default(quick=True, epochs=8 if quick else 30, size=48 if quick else 64,
                              clip_len=8 if quick else 16, stride=2, warmup_epochs=1, num_workers=2)
     return replace(base, **changes)
+
+
+def course_finetune(base: RunConfig, quick: bool, epochs: int | None = None) -> RunConfig:
+    """Notebook 10's fine-tuning recipe at the budget ``base``: lr 1e-3, no warm-up, 3 epochs in quick
+    mode and 10 otherwise (``epochs`` overrides), the budget's batch and clips."""
+    return replace(base, epochs=epochs or (3 if quick else 10), lr=1e-3, warmup_epochs=0)
+
+
+def weights_id(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights, so that a cache folder named by it changes when they do."""
+    h = hashlib.sha1()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:10]
+
+
+def finetune_folder(runs: str | os.PathLike, name: str, backbone: torch.nn.Module, epochs: int | None = None) -> Path:
+    """Where notebook 10 caches the fine-tuning of ``backbone`` (a run named by its weights); a run
+    with another number of epochs than the recipe's gets its own folder beside it."""
+    return Path(runs) / "finetune" / (f"{name.replace(' ', '_')}-{weights_id(backbone)}-crop"
+                                      + (f"-{epochs}ep" if epochs else ""))
 
 
 # the backbone of the masked methods at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
