@@ -15,8 +15,8 @@ overrides). The building blocks are public, for notebooks and research code:
   mean-centring (DualVar's public code: each set minus its own mean).
 * ``linear_probe``: a linear classifier on frozen, L2-normalised features.
 * ``knn``: a similarity-weighted k-nearest-neighbour vote (Wu et al., 2018).
-* ``finetune``: the whole network trained with labels on randomly cropped (and flipped)
-  clips, tested on centre crops with averaged clip logits.
+* ``finetune``: the whole network trained with labels on randomly cropped (and flipped, where a
+  flip keeps the class: ``label_safe_flip``) clips, tested on centre crops with averaged clip logits.
 * ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
   feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip), tested with N
   clips x 3 crops along the long side, softmax averaged.
@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 
 from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler
+from .data.synth import MIRRORED
 from .methods.common import accuracy, normalize
 
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
@@ -173,6 +174,19 @@ def classify(model: nn.Module, dataset, *, device="cpu", batch_size: int = 8) ->
 
 # fine-tuning's training clips: a random crop from larger frames and a horizontal flip, no colour changes
 FINETUNE_AUGMENT = AugmentConfig(crop="random", flip=0.5, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)
+
+
+def label_safe_flip(classes) -> float:
+    """The flip probability for training with labels: the papers' 0.5, or 0 where a horizontal flip
+    turns one of ``classes`` into another (the built-in data's ``synth.MIRRORED`` pairs). There, a
+    flipped move_left clip still labelled move_left teaches that left and right are one class, and
+    caps the accuracy at 75% (half of the four mirrored classes' clips, in expectation)."""
+    return 0.0 if any(MIRRORED.get(c) in classes for c in classes) else 0.5
+
+
+def finetune_augment(classes) -> AugmentConfig:
+    """``FINETUNE_AUGMENT`` with ``label_safe_flip(classes)``."""
+    return replace(FINETUNE_AUGMENT, flip=label_safe_flip(classes))
 
 
 def finetune(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, device=None,
@@ -399,9 +413,11 @@ def _knn(ctx: EvalContext, *, feature: str = "pooled", view: str = "rgb", merge:
 
 
 @protocol("finetune")
-def _finetune(ctx: EvalContext, *, view: str = "rgb", flip: float = 0.5) -> dict:
-    """Random crops of ``cfg.size`` from frames decoded at ``crop_room(cfg.size)`` (and flips), then centre crops."""
+def _finetune(ctx: EvalContext, *, view: str = "rgb", flip: float | None = None) -> dict:
+    """Random crops of ``cfg.size`` from frames decoded at ``crop_room(cfg.size)`` (and flips: 0.5, or none where a
+    flip changes the class, ``label_safe_flip``), then centre crops."""
     cfg, room = ctx.cfg, crop_room(ctx.cfg.size)
+    flip = label_safe_flip(ctx.manifest.classes) if flip is None else flip
     result = finetune(ctx.backbone, train_clips(cfg, ctx.manifest, room), eval_set(cfg, ctx.manifest, "test",
                                                                                    frames=room),
                       cfg.train_config(), ctx.out, num_classes=len(ctx.manifest.classes), device=ctx.device,

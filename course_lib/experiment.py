@@ -213,11 +213,12 @@ def weights_id(model: torch.nn.Module) -> str:
     return h.hexdigest()[:10]
 
 
-def finetune_folder(runs: str | os.PathLike, name: str, backbone: torch.nn.Module, epochs: int | None = None) -> Path:
+def finetune_folder(runs: str | os.PathLike, name: str, backbone: torch.nn.Module, epochs: int | None = None, *,
+                    flip: bool = True) -> Path:
     """Where notebook 10 caches the fine-tuning of ``backbone`` (a run named by its weights); a run
-    with another number of epochs than the recipe's gets its own folder beside it."""
+    without flips, or with another number of epochs than the recipe's, gets its own folder beside it."""
     return Path(runs) / "finetune" / (f"{name.replace(' ', '_')}-{weights_id(backbone)}-crop"
-                                      + (f"-{epochs}ep" if epochs else ""))
+                                      + ("" if flip else "-noflip") + (f"-{epochs}ep" if epochs else ""))
 
 
 # the backbone of the masked methods at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per

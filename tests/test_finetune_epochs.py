@@ -41,6 +41,7 @@ def test_the_recipe_and_its_cache_folder(tmp_path):
     # notebook 10's folder name (a cache written before the helper existed keeps working)
     assert finetune_folder(tmp_path, "random init", bb) == tmp_path / "finetune" / f"random_init-{ident}-crop"
     assert finetune_folder(tmp_path, "random init", bb, 30).name == f"random_init-{ident}-crop-30ep"
+    assert finetune_folder(tmp_path, "random init", bb, 30, flip=False).name == f"random_init-{ident}-crop-noflip-30ep"
     with torch.no_grad():
         next(bb.parameters()).add_(1e-3)  # other weights, another run
     assert weights_id(bb) != ident
@@ -61,7 +62,7 @@ def test_finetune_epochs_rows_runs_and_resume(tmp_path, monkeypatch):
     assert list(rows) == ["random init, 2 epochs"]
     row = rows["random init, 2 epochs"]
     folder = tmp_path / "data" / "runs" / "quick" / "10" / "finetune" / row["folder"]
-    assert row["folder"].startswith("random_init-") and row["folder"].endswith("-crop-2ep")  # beside notebook 10's
+    assert row["folder"].startswith("random_init-") and row["folder"].endswith("-crop-noflip-2ep")  # beside notebook 10's
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert row["train_loss"] == [round(m["loss"], 3) for m in metrics if "acc" in m]
     assert row["reaches_twice_chance_at_epoch"] == module.plateau_epochs(metrics, 1 / len(course_dataset().classes))

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from course_lib.data import ClipDataset, Manifest, UniformClipSampler
-from course_lib.data.synth import (BIASED, CLASSES, COLORS, PREFERRED, PRESETS, REVERSED, _HUES, attribute_table,
-                                   render, sample_params)
+from course_lib.data.synth import (BIASED, CLASSES, COLORS, MIRRORED, PREFERRED, PRESETS, REVERSED, _HUES,
+                                   attribute_table, render, sample_params)
 from course_lib.video import decode_frames, probe
 
 
@@ -60,6 +60,20 @@ def test_motion_defines_the_class_and_reversal_flips_it(label):
         assert motion(label, frames) > 0
         # played backwards, the clip shows the reversed class's motion
         assert motion(REVERSED[label], frames[::-1].copy()) > 0
+
+
+@pytest.mark.parametrize("label", CLASSES)
+def test_a_horizontal_flip_shows_the_mirrored_class(label):
+    """Mirrored left-right, move_left moves right and rotate_cw turns anticlockwise (MIRRORED); the
+    other classes keep their motion. So a flip is not a label-preserving augmentation here."""
+    for seed in range(3):
+        p = dict(label=label, num_frames=24, shape="ellipse", texture="solid", background="flat", color="red",
+                 hue=0.0, size=0.18, speed=1.0, seed=seed)
+        mirrored = render(p, 96)[:, :, ::-1].copy()
+        shown = MIRRORED.get(label, label)
+        assert motion(shown, mirrored) > 0
+        if shown != label:
+            assert motion(label, mirrored) < 0
 
 
 def chi2_critical(df: int, z: float = 3.09) -> float:

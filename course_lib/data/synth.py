@@ -5,6 +5,9 @@ Eight classes in four time-reversal pairs::
     move_left  <-> move_right     rotate_cw <-> rotate_ccw
     move_up    <-> move_down      grow      <-> shrink
 
+A horizontal flip turns move_left into move_right and rotate_cw into rotate_ccw (``MIRRORED``),
+so, unlike on UCF101 or Kinetics, a flip is not a label-preserving augmentation here.
+
 Appearance (shape, colour, texture, background, size) and speed are drawn at random,
 independently of the class, and recorded in the manifest's ``attrs``. The world wraps
 around (an object leaving on the left comes back on the right), start positions,
@@ -41,6 +44,9 @@ from .manifest import Manifest, VideoEntry
 CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink")
 REVERSED = {"move_left": "move_right", "move_up": "move_down", "rotate_cw": "rotate_ccw", "grow": "shrink"}
 REVERSED.update({v: k for k, v in REVERSED.items()})
+# the classes a horizontal flip turns into each other: mirrored, a move_left clip moves right
+MIRRORED = {"move_left": "move_right", "rotate_cw": "rotate_ccw"}
+MIRRORED.update({v: k for k, v in MIRRORED.items()})
 SHAPES = ("square", "triangle", "star", "cross", "ellipse")
 TEXTURES = ("solid", "stripes", "checker", "dots")
 BACKGROUNDS = ("flat", "gradient", "noise", "grid")
