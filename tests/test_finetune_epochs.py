@@ -1,24 +1,14 @@
 """notebooks/ablations/finetune_epochs.py and the fine-tuning cache it shares with notebook 10 (issue 15)."""
-import importlib.util
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "notebooks" / "ablations" / "finetune_epochs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("finetune_epochs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ablation_scripts import load_ablation
 
 
 def test_plateau_epochs_is_the_first_epoch_at_twice_chance():
-    plateau_epochs = load_script().plateau_epochs
+    plateau_epochs = load_ablation("finetune_epochs").plateau_epochs
     curve = [{"epoch": 1, "acc": 0.11}, {"epoch": 2, "acc": 0.2499}, {"epoch": 3, "acc": 0.25}, {"epoch": 4, "acc": 0.2}]
     assert plateau_epochs(curve, chance=0.125) == 3
     assert plateau_epochs(curve[:2], chance=0.125) is None
@@ -49,7 +39,7 @@ def test_the_recipe_and_its_cache_folder(tmp_path):
 
 def test_finetune_epochs_rows_runs_and_resume(tmp_path, monkeypatch):
     from course_lib.data import course_dataset, synth
-    module = load_script()
+    module = load_ablation("finetune_epochs")
 
     small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
     monkeypatch.setitem(synth.PRESETS, "quick", small)

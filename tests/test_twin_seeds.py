@@ -1,19 +1,9 @@
 """notebooks/ablations/twin_seeds.py: the seed-spread measurement of the static-bias twin (issue 15)."""
-import importlib.util
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "notebooks" / "ablations" / "twin_seeds.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("twin_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ablation_scripts import load_ablation
 
 
 def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
@@ -29,7 +19,7 @@ def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
     out = tmp_path / "rows.json"
     args = ["--out", str(out), "--seeds", "0", "--no-colour-seeds", "--random-seeds", "1",
             "--epochs", "1"]
-    rows = load_script().main(args)
+    rows = load_ablation("twin_seeds").main(args)
     assert set(rows) == {"random init, seed 0", "colour statistics (6 numbers)", "simclr on twin, seed 0", "simclr on twin, seed 0, head",
                          "simclr on plain, seed 0", "simclr on plain, seed 0, head"}
 
@@ -49,5 +39,5 @@ def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
 
     # a second call resumes from the file: nothing is trained or measured again
     stamp = (twin_run / "checkpoint.pt").stat().st_mtime_ns
-    assert load_script().main(args) == rows == json.loads(out.read_text())
+    assert load_ablation("twin_seeds").main(args) == rows == json.loads(out.read_text())
     assert (twin_run / "checkpoint.pt").stat().st_mtime_ns == stamp
