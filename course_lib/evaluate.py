@@ -251,11 +251,11 @@ class FrozenLinear(nn.Module):
 
 
 def linear_eval(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, size: int, device=None,
-                progress: bool = True) -> dict:
+                progress: bool = True, augment: AugmentConfig = LINEAR_EVAL_AUGMENT) -> dict:
     """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test on every view of ``test_set``."""
     from .train import train
 
-    model = FrozenLinear(backbone, num_classes, size=size)
+    model = FrozenLinear(backbone, num_classes, size=size, augment=augment)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),
             "train_acc_last_epoch": 100 * summary["final"]["acc"]}
@@ -433,16 +433,18 @@ def _linear_eval_defaults(cfg) -> dict:
 
 
 @protocol("cvrl-linear", train_defaults=_linear_eval_defaults)
-def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None) -> dict:
-    """Training clips at ``crop_room(size)``, cropped on the device; test frames at a short side of ``test_size``
-    (default ``crop_room(size)``, the official 256 for 224), three crops each."""
+def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None, flip: float | None = None) -> dict:
+    """Training clips at ``crop_room(size)``, cropped (and flipped: 0.5, or none where a flip changes the class,
+    ``label_safe_flip``) on the device; test frames at a short side of ``test_size`` (default
+    ``crop_room(size)``, the official 256 for 224), three crops each."""
     cfg, room = ctx.cfg, crop_room(ctx.cfg.size)
     test_size = test_size or room
+    flip = label_safe_flip(ctx.manifest.classes) if flip is None else flip
     result = linear_eval(ctx.backbone, train_clips(cfg, ctx.manifest, room),
                          eval_set(cfg, ctx.manifest, "test", frames=test_size, crops=3), cfg.train_config(), ctx.out,
                          num_classes=len(ctx.manifest.classes), size=cfg.size, device=ctx.device,
-                         progress=ctx.progress)
-    return {**result, "test_size": test_size, "views_per_video": 3 * cfg.test_clips}
+                         progress=ctx.progress, augment=replace(LINEAR_EVAL_AUGMENT, flip=flip))
+    return {**result, "test_size": test_size, "views_per_video": 3 * cfg.test_clips, "flip": flip}
 
 
 @protocol("attentive")

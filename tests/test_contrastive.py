@@ -1,9 +1,11 @@
 """SimCLR, MoCo and IIC as modules: what they update, where gradients flow, the command line wiring."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
+from course_lib.evaluate import FrozenLinear
 from course_lib.experiment import RunConfig, pretrain
 from course_lib.methods import build_method
 from course_lib.models import create_model
@@ -114,7 +116,7 @@ def test_pretrain_iic_with_options_from_the_command_line_form(tmp_path, synth_qu
     assert run["options"] == {"intra": "shuffle", "negatives": 32}
 
 
-def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick):
+def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick, monkeypatch):
     from course_lib.data import TemporalIntervalSampler
     from course_lib.methods import sampler_for
     m = build_method("cvrl", tiny(), size=24)
@@ -135,9 +137,14 @@ def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick):
     from course_lib.experiment import eval_config, evaluate
     lin = eval_config("cvrl-linear", tmp_path / "cvrl", pairs=["test_clips=2", "epochs=1", "steps_per_epoch=1",
                                                              "num_workers=0"])
+    import course_lib.evaluate as ev
+    built = []  # the augmentation the protocol's classifier trains with
+    monkeypatch.setattr(ev, "FrozenLinear", lambda *a, **k: built.append(k["augment"]) or FrozenLinear(*a, **k))
     r = evaluate("cvrl-linear", lin, str(synth_quick.root), checkpoint=str(tmp_path / "cvrl"), out_dir=tmp_path / "lin",
                  progress=False)
     assert 0 <= r["test_acc"] <= 100 and (tmp_path / "lin" / "checkpoint.pt").exists()
+    # CVRL's protocol flips (LINEAR_EVAL_AUGMENT), but not where a flip turns move_left into move_right
+    assert r["flip"] == 0.0 and built == [replace(ev.LINEAR_EVAL_AUGMENT, flip=0.0)]
     assert json.loads((tmp_path / "lin" / "summary.json").read_text())["config"]["optimizer"] == "sgd"
     with pytest.raises(ValueError, match="method simclr has no option .interval."):
         pretrain(cfg.with_overrides(None, ["method=simclr"]), str(synth_quick.root), tmp_path / "x", progress=False)

@@ -189,7 +189,7 @@ def test_finetune_clips_are_randomly_cropped_and_flipped_and_test_clips_centre_c
     assert torch.allclose(seen[0] * std[None] + mean[None], torch.full_like(seen[0], 0.5), atol=1e-5)  # a still clip
 
 
-def test_fine_tuning_flips_only_where_a_flip_keeps_the_class():
+def test_training_with_labels_flips_only_where_a_flip_keeps_the_class():
     from course_lib.data import SYNTH_CLASSES
     from course_lib.evaluate import FINETUNE_AUGMENT, PROTOCOLS, finetune_augment, label_safe_flip
 
@@ -197,7 +197,8 @@ def test_fine_tuning_flips_only_where_a_flip_keeps_the_class():
     assert label_safe_flip(["move_up", "move_down", "grow", "shrink"]) == 0.5  # no class has its mirror image
     assert label_safe_flip(["ApplyEyeMakeup", "Archery", "BabyCrawling"]) == 0.5  # UCF101: DualVar's flip
     assert finetune_augment(SYNTH_CLASSES) == replace(FINETUNE_AUGMENT, flip=0.0)
-    assert PROTOCOLS["finetune"].run.__kwdefaults__["flip"] is None  # the protocol asks label_safe_flip
+    for name in ("finetune", "cvrl-linear"):  # both protocols ask label_safe_flip unless told
+        assert PROTOCOLS[name].run.__kwdefaults__["flip"] is None
 
 
 def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
