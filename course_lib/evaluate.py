@@ -18,7 +18,8 @@ overrides). The building blocks are public, for notebooks and research code:
 * ``finetune``: the whole network trained with labels on randomly cropped (and flipped, where a
   flip keeps the class: ``label_safe_flip``) clips, tested on centre crops with averaged clip logits.
 * ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
-  feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip), tested with N
+  feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip where a flip keeps the
+  class), tested with N
   clips x 3 crops along the long side, softmax averaged.
 * ``attentive``: V-JEPA's attentive probe, a learnt query pooling the frozen tokens (``course_lib.attentive``).
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
@@ -190,17 +191,20 @@ def finetune_augment(classes) -> AugmentConfig:
 
 
 def finetune(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, device=None,
-             progress: bool = True, size: int | None = None, augment: AugmentConfig | None = FINETUNE_AUGMENT,
+             progress: bool = True, size: int | None = None, augment: AugmentConfig | str | None = "auto",
              view: str = "rgb") -> dict:
     """Train the whole network with labels (``course_lib.train``), then test with averaged clip logits.
 
     With ``augment`` (and ``size``), training clips are cropped (and flipped) on the device from
     the larger frames of ``train_set``; test clips larger than ``size`` are centre-cropped.
-    ``view="residual"`` trains and tests on residual frames.
+    ``augment="auto"`` is ``finetune_augment`` of ``train_set``'s classes: it flips only where a
+    flip keeps the class. ``view="residual"`` trains and tests on residual frames.
     """
     from .methods import Supervised
     from .train import train
 
+    if augment == "auto":
+        augment = finetune_augment(train_set.manifest.classes)
     model = Supervised(backbone, num_classes, size=size, augment=augment if size else None, view=view)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),
@@ -251,10 +255,13 @@ class FrozenLinear(nn.Module):
 
 
 def linear_eval(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes: int, size: int, device=None,
-                progress: bool = True, augment: AugmentConfig = LINEAR_EVAL_AUGMENT) -> dict:
-    """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test on every view of ``test_set``."""
+                progress: bool = True, augment: AugmentConfig | str = "auto") -> dict:
+    """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test on every view of ``test_set``.
+    ``augment="auto"``: ``LINEAR_EVAL_AUGMENT``, flipping only where a flip keeps ``train_set``'s classes."""
     from .train import train
 
+    if augment == "auto":
+        augment = replace(LINEAR_EVAL_AUGMENT, flip=label_safe_flip(train_set.manifest.classes))
     model = FrozenLinear(backbone, num_classes, size=size, augment=augment)
     summary = train(model, train_set, cfg, out, device=device, progress=progress)
     return {"test_acc": classify(model, test_set, device=summary["device"]),

@@ -4,6 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from course_lib.data import ClipDataset, UniformClipSampler
 from course_lib.evaluate import attribute_probe, extract_features, knn, linear_probe, retrieval
@@ -189,9 +190,14 @@ def test_finetune_clips_are_randomly_cropped_and_flipped_and_test_clips_centre_c
     assert torch.allclose(seen[0] * std[None] + mean[None], torch.full_like(seen[0], 0.5), atol=1e-5)  # a still clip
 
 
-def test_training_with_labels_flips_only_where_a_flip_keeps_the_class():
+def test_training_with_labels_flips_only_where_a_flip_keeps_the_class(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import course_lib.evaluate as ev
+    import course_lib.methods as methods
+    import course_lib.train as train_module
     from course_lib.data import SYNTH_CLASSES
-    from course_lib.evaluate import FINETUNE_AUGMENT, PROTOCOLS, finetune_augment, label_safe_flip
+    from course_lib.evaluate import FINETUNE_AUGMENT, LINEAR_EVAL_AUGMENT, PROTOCOLS, finetune_augment, label_safe_flip
 
     assert label_safe_flip(SYNTH_CLASSES) == 0.0  # move_left <-> move_right, rotate_cw <-> rotate_ccw
     assert label_safe_flip(["move_up", "move_down", "grow", "shrink"]) == 0.5  # no class has its mirror image
@@ -199,13 +205,22 @@ def test_training_with_labels_flips_only_where_a_flip_keeps_the_class():
     assert finetune_augment(SYNTH_CLASSES) == replace(FINETUNE_AUGMENT, flip=0.0)
     for name in ("finetune", "cvrl-linear"):  # both protocols ask label_safe_flip unless told
         assert PROTOCOLS[name].run.__kwdefaults__["flip"] is None
+    # and so do the library functions by default: the augmentation each builds its classifier with
+    built = []
+    monkeypatch.setattr(methods, "Supervised", lambda *a, **k: built.append(k["augment"]) or nn.Identity())
+    monkeypatch.setattr(ev, "FrozenLinear", lambda *a, **k: built.append(k["augment"]) or nn.Identity())
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: {"device": "cpu", "final": {"acc": 0.0}})
+    monkeypatch.setattr(ev, "classify", lambda *a, **k: 0.0)
+    for classes, flip in ((SYNTH_CLASSES, 0.0), (["ApplyEyeMakeup", "Archery"], 0.5)):
+        train_set = SimpleNamespace(manifest=SimpleNamespace(classes=classes))
+        ev.finetune(None, train_set, None, None, tmp_path, num_classes=len(classes), size=24)
+        ev.linear_eval(None, train_set, None, None, tmp_path, num_classes=len(classes), size=24)
+        assert built[-2:] == [replace(FINETUNE_AUGMENT, flip=flip), replace(LINEAR_EVAL_AUGMENT, flip=flip)]
 
 
 def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
     """A 'representation' that is only the clip's mean and spread of colour reads the twin's classes
     (appearance names them there) and the colour attribute, but not the plain data's classes."""
-    from torch import nn
-
     from course_lib.data import builtin_dataset
     from course_lib.evaluate import bias_probes
     from course_lib.experiment import course_config
