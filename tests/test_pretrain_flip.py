@@ -84,3 +84,12 @@ def test_pretrain_flip_rows_runs_and_resume(tmp_path, monkeypatch):
     assert module.main(args) == rows == json.loads(out.read_text())
     with pytest.raises(SystemExit):
         module.main(["--out", str(out), "--methods", "dualvar"])  # DualVar's views never flip
+
+
+def test_the_flipping_methods_are_those_whose_views_flip_in_notebook_10():
+    from course_lib.experiment import comparison_runs, course_config
+    from course_lib.methods.registry import resolved_options
+    module = load_ablation("pretrain_flip")
+    flips = {name for name, (_, cfg) in comparison_runs(course_config(True)).items()
+             if (resolved_options(cfg.method, cfg.options).get("augment") or {}).get("flip", 0) > 0}
+    assert set(module.FLIPPING) == flips

@@ -1,6 +1,6 @@
 """Does pretraining's horizontal flip hide the direction of motion? (noted on issue 15)
 
-SimCLR, MoCo, CVRL and BYOL flip half of their views, as their papers do on ImageNet and
+SimCLR, MoCo, CVRL, BYOL and V-JEPA flip half of their views, as their papers do on ImageNet and
 Kinetics. On the built-in data a mirrored ``move_left`` clip moves right and a mirrored
 ``rotate_cw`` clip turns anticlockwise (``synth.MIRRORED``), so a positive pair can show opposite
 motions, and the loss asks the network to give them one feature. This script trains each method
@@ -40,7 +40,7 @@ from course_lib.methods.common import normalize
 from course_lib.models import create_model
 from course_lib.runtime import setup
 
-FLIPPING = ("simclr", "moco", "cvrl", "byol")  # the methods of comparison_runs whose views flip
+FLIPPING = ("simclr", "moco", "cvrl", "byol", "vjepa")  # the methods of comparison_runs whose views flip
 
 
 def without_flip(cfg):
