@@ -18,9 +18,8 @@ overrides). The building blocks are public, for notebooks and research code:
 * ``finetune``: the whole network trained with labels on randomly cropped (and flipped, where a
   flip keeps the class: ``label_safe_flip``) clips, tested on centre crops with averaged clip logits.
 * ``linear_eval``: CVRL's linear evaluation: a linear layer on the frozen, L2-normalised
-  feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip where a flip keeps the
-  class), tested with N
-  clips x 3 crops along the long side, softmax averaged.
+  feature of augmented training clips (crop area 0.3-1, aspect 0.5-2, flip where a flip keeps
+  the class), tested with N clips x 3 crops along the long side, softmax averaged.
 * ``attentive``: V-JEPA's attentive probe, a learnt query pooling the frozen tokens (``course_lib.attentive``).
 * ``attribute_probe``: a linear probe of any manifest attribute, to see what a
   representation encodes (motion class versus shape or colour).
