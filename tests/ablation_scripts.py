@@ -11,3 +11,16 @@ def load_ablation(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def tiny_quick_course(monkeypatch, root) -> None:
+    """Run an ablation script in quick mode on a tiny built-in dataset generated under ``root``."""
+    from dataclasses import replace
+
+    from course_lib.data import synth
+
+    small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
+    monkeypatch.setitem(synth.PRESETS, "quick", small)
+    monkeypatch.setenv("COURSE_DATA", str(root))
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.delenv("COURSE_DATASET", raising=False)

@@ -1,10 +1,8 @@
 """notebooks/ablations/finetune_epochs.py and the fine-tuning cache it shares with notebook 10 (issue 15)."""
 import json
-from dataclasses import replace
-
 import pytest
 import torch
-from ablation_scripts import load_ablation
+from ablation_scripts import load_ablation, tiny_quick_course
 
 
 def test_plateau_epochs_is_the_first_epoch_at_twice_chance():
@@ -38,14 +36,10 @@ def test_the_recipe_and_its_cache_folder(tmp_path):
 
 
 def test_finetune_epochs_rows_runs_and_resume(tmp_path, monkeypatch):
-    from course_lib.data import course_dataset, synth
+    from course_lib.data import course_dataset
     module = load_ablation("finetune_epochs")
 
-    small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
-    monkeypatch.setitem(synth.PRESETS, "quick", small)
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_QUICK", "1")
-    monkeypatch.delenv("COURSE_DATASET", raising=False)
+    tiny_quick_course(monkeypatch, tmp_path / "data")
     out = tmp_path / "rows.json"
     args = ["--out", str(out), "--starts", "random init", "--epochs", "2", "--random-seeds"]
     rows = module.main(args)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from ablation_scripts import load_ablation
+from ablation_scripts import load_ablation, tiny_quick_course
 from torch import nn
 
 
@@ -53,16 +53,9 @@ def test_direction_probe_reads_only_what_tells_a_pair_apart():
 
 
 def test_pretrain_flip_rows_runs_and_resume(tmp_path, monkeypatch):
-    from dataclasses import replace
-
-    from course_lib.data import synth
     module = load_ablation("pretrain_flip")
 
-    small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
-    monkeypatch.setitem(synth.PRESETS, "quick", small)
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_QUICK", "1")
-    monkeypatch.delenv("COURSE_DATASET", raising=False)
+    tiny_quick_course(monkeypatch, tmp_path / "data")
     out = tmp_path / "rows.json"
     args = ["--out", str(out), "--methods", "simclr", "--references", "random init"]
     rows = module.main(args)
