@@ -3,19 +3,16 @@ import json
 from dataclasses import replace
 
 import torch
-from ablation_scripts import load_ablation
+from ablation_scripts import load_ablation, tiny_quick_course
 
 
 def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
-    from course_lib.data import builtin_dataset, synth
+    from course_lib.data import builtin_dataset
     from course_lib.evaluate import bias_probes
     from course_lib.experiment import course_config
     from course_lib.models import create_model
 
-    small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
-    monkeypatch.setitem(synth.PRESETS, "quick", small)
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    tiny_quick_course(monkeypatch, tmp_path / "data")
     out = tmp_path / "rows.json"
     args = ["--out", str(out), "--seeds", "0", "--no-colour-seeds", "--random-seeds", "1",
             "--epochs", "1"]
