@@ -18,7 +18,8 @@ from .data.manifest import Manifest, VideoEntry
 from .data.samplers import RandomClipSampler
 from .data.synth import CLASSES, PRESETS, render, sample_params
 from .phases import PHASES, PhaseClock, phase_record
-from .runtime import AUTOCAST, autocast, device_name, synchronize
+from .runtime import AUTOCAST, autocast, synchronize
+from .machine import device_name
 from .video import decode_clips, decode_from_start, write_video
 
 

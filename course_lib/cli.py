@@ -60,7 +60,8 @@ def _bench(args) -> int:
 
     from .bench import augment_benchmark, decode_benchmark, format_table, train_benchmark
     from .experiment import load_manifest
-    from .runtime import get_device, usable_cpus
+    from .runtime import usable_cpus
+    from .machine import get_device
 
     machine = {"cpu_cores": usable_cpus(), "python": platform.python_version(), "os": platform.system()}
     table = format_table  # the plain-text summary printed on stderr
@@ -140,7 +141,7 @@ def _prepare(args) -> int:
 
 def _say_mode() -> None:
     """When the machine chose the mode (quick without a GPU), say so on stderr, with how to change it."""
-    from .runtime import course_mode
+    from .machine import course_mode
 
     mode = course_mode()
     if mode.by_machine:

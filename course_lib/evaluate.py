@@ -304,7 +304,7 @@ def frozen_features(backbone: nn.Module, cfg, manifest: Manifest, device, *, fea
 def frozen_scores(backbone: nn.Module, cfg, manifest: Manifest, *, device=None, ks: tuple[int, ...] = (1, 5, 10),
                   feature: str = "pooled", view: str = "rgb", center: str = "none") -> dict:
     """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction."""
-    from .runtime import get_device
+    from .machine import get_device
 
     a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device), feature=feature,
                                    view=view)

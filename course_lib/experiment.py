@@ -24,7 +24,7 @@ from .evaluate import EvalContext, check_eval_options, run_protocol
 from .methods import build_method, check_options, list_methods, method_class, sampler_for
 from .methods.registry import resolved_options
 from .models import create_model, input_problem, is_vit, list_models, smallest_input
-from .runtime import get_device, parse_device, quick_mode
+from .machine import get_device, parse_device, quick_mode
 from .settings import SettingError, integer, mapping, number, one_of
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
 

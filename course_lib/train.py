@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .phases import PhaseClock, phase_record
-from .runtime import autocast, get_device, rng_state, seed_everything, send, set_rng_state
+from .runtime import autocast, rng_state, seed_everything, send, set_rng_state
+from .machine import get_device
 from .settings import Checked, flag, int_list, integer, number, one_of
 
 CHECKPOINT = "checkpoint.pt"

@@ -8,7 +8,8 @@ import pytest
 
 from course_lib.data import course_dataset
 from course_lib.data.prepare import prepare
-from course_lib.runtime import dataset_override, setup
+from course_lib.runtime import dataset_override
+from course_lib.machine import setup
 from course_lib.settings import SettingError
 from course_lib.video import write_video
 

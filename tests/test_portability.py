@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import course_lib
-from course_lib import runtime
+from course_lib import machine, runtime
 from course_lib.cli import main
 from course_lib.data.synth import PRESETS, ensure, generate
 from course_lib.settings import SettingError
@@ -151,18 +151,18 @@ def test_every_text_file_is_read_and_written_as_utf8():
 @pytest.fixture
 def hardware(monkeypatch):
     """Set what the machine has: hardware(cuda=..., mps=..., mps_problem=...)."""
-    probe = runtime.device_problem
+    probe = machine.device_problem
     probe.cache_clear()
-    runtime._mps_usable.cache_clear()
+    machine._mps_usable.cache_clear()
 
-    def machine(*, cuda=False, mps=False, mps_problem=None):
+    def have(*, cuda=False, mps=False, mps_problem=None):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(runtime, "mps_available", lambda: mps)
-        monkeypatch.setattr(runtime, "device_problem", lambda name: mps_problem if name == "mps" else None)
-        runtime._mps_usable.cache_clear()
+        monkeypatch.setattr(machine, "mps_available", lambda: mps)
+        monkeypatch.setattr(machine, "device_problem", lambda name: mps_problem if name == "mps" else None)
+        machine._mps_usable.cache_clear()
 
-    yield machine
-    runtime._mps_usable.cache_clear()
+    yield have
+    machine._mps_usable.cache_clear()
     probe.cache_clear()
 
 
@@ -177,8 +177,8 @@ MISSING_OP = "NotImplementedError: The operator 'aten::slow_conv3d_forward' is n
 ])
 def test_device_auto_selection(hardware, capsys, cuda, mps, problem, picked):
     hardware(cuda=cuda, mps=mps, mps_problem=problem)
-    assert runtime.get_device().type == picked
-    assert runtime.get_device().type == picked  # asked again: the fallback line is printed once
+    assert machine.get_device().type == picked
+    assert machine.get_device().type == picked  # asked again: the fallback line is printed once
     err = capsys.readouterr().err
     if problem:
         assert err.count("\n") == 1 and "lacks an op" in err and "using the CPU" in err and "aten::" in err
@@ -188,33 +188,33 @@ def test_device_auto_selection(hardware, capsys, cuda, mps, problem, picked):
 
 def test_explicit_devices(hardware, capsys):
     hardware(cuda=False, mps=True)
-    assert runtime.get_device("mps") == torch.device("mps") and runtime.get_device("cpu").type == "cpu"
+    assert machine.get_device("mps") == torch.device("mps") and machine.get_device("cpu").type == "cpu"
     with pytest.raises(SettingError, match="device='cuda' is not allowed: this machine has no CUDA GPU"):
-        runtime.get_device("cuda")
+        machine.get_device("cuda")
     hardware(cuda=False, mps=True, mps_problem=MISSING_OP)
-    assert runtime.get_device("mps").type == "cpu" and "using the CPU" in capsys.readouterr().err
+    assert machine.get_device("mps").type == "cpu" and "using the CPU" in capsys.readouterr().err
     hardware(cuda=True, mps=False)
-    assert runtime.get_device("cuda:1") == torch.device("cuda", 1)
+    assert machine.get_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(SettingError, match="device='mps' is not allowed: this machine has no Apple GPU"):
-        runtime.get_device("mps")
+        machine.get_device("mps")
     with pytest.raises(SettingError, match="use cpu, cuda, cuda:N or mps"):
-        runtime.get_device("gpu")
+        machine.get_device("gpu")
 
 
 def test_device_probe_runs_a_real_step_and_reports_a_missing_op(monkeypatch):
-    runtime.device_problem.cache_clear()
+    machine.device_problem.cache_clear()
     before = torch.get_rng_state()
-    assert runtime.device_problem("cpu") is None  # the real probe: a SimCLR step, forward and backward
+    assert machine.device_problem("cpu") is None  # the real probe: a SimCLR step, forward and backward
     assert torch.equal(torch.get_rng_state(), before)  # it leaves the random stream as it was
 
     def no_conv3d(device):
         raise NotImplementedError("The operator 'aten::slow_conv3d_forward' is not currently implemented for MPS\n"
                                   "details on a second line")
 
-    monkeypatch.setattr(runtime, "_training_step", no_conv3d)
-    runtime.device_problem.cache_clear()
-    assert runtime.device_problem("cpu") == MISSING_OP
-    runtime.device_problem.cache_clear()
+    monkeypatch.setattr(machine, "_training_step", no_conv3d)
+    machine.device_problem.cache_clear()
+    assert machine.device_problem("cpu") == MISSING_OP
+    machine.device_problem.cache_clear()
 
 
 def test_autocast_rules_per_device():
@@ -241,22 +241,22 @@ def test_mode_fits_the_machine(hardware, monkeypatch, env, cuda, mps, quick, rea
         monkeypatch.setenv(k, v)
     hardware(cuda=cuda, mps=mps)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Mock GPU")
-    mode = runtime.course_mode()
+    mode = machine.course_mode()
     assert mode.quick is quick and mode.reason.startswith(reason)
-    assert runtime.quick_mode() is quick
+    assert machine.quick_mode() is quick
 
 
 def test_setup_says_which_mode_why_and_how_to_change_it(hardware, monkeypatch, capsys):
     monkeypatch.delenv("COURSE_QUICK", raising=False)
     monkeypatch.delenv("CI", raising=False)
     hardware(cuda=False, mps=False)
-    s = runtime.setup(seed=0)
+    s = machine.setup(seed=0)
     out = capsys.readouterr().out
     assert s.quick and s.runs.name == "quick"
     assert "mode: QUICK, because no GPU was found" in out and "COURSE_QUICK=0" in out
     monkeypatch.setenv("COURSE_QUICK", "maybe")
     with pytest.raises(SettingError, match="COURSE_QUICK='maybe' is not allowed: use 1"):
-        runtime.setup(seed=0)
+        machine.setup(seed=0)
 
 
 def test_commands_run_quick_without_a_gpu_and_say_so(hardware, monkeypatch, capsys, tmp_path):

@@ -308,7 +308,8 @@ def ensure(out: str | os.PathLike | None = None, *, quick: bool | None = None, c
     mode) of the course repository; its static-bias twin (``static_bias=P``, unless ``cfg``
     is given) under ``data/synth-biasP`` (``data/synth-quick-biasP``).
     """
-    from ..runtime import data_dir, quick_mode
+    from ..runtime import data_dir
+    from ..machine import quick_mode
 
     quick = quick_mode() if quick is None else quick
     cfg = cfg or replace(PRESETS["quick" if quick else "default"], static_bias=static_bias)

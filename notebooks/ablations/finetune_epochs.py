@@ -34,7 +34,7 @@ from course_lib.evaluate import eval_set, finetune, finetune_augment, train_clip
 from course_lib.experiment import (comparison_runs, course_config, course_finetune, finetune_folder, load_backbone,
                                    pretrain)
 from course_lib.models import create_model
-from course_lib.runtime import setup
+from course_lib.machine import setup
 
 
 def plateau_epochs(metrics: list[dict], chance: float) -> int | None:

@@ -38,7 +38,7 @@ from course_lib.evaluate import frozen_features, linear_probe, retrieval
 from course_lib.experiment import comparison_runs, course_config, load_backbone, pretrain
 from course_lib.methods.common import normalize
 from course_lib.models import create_model
-from course_lib.runtime import setup
+from course_lib.machine import setup
 
 FLIPPING = ("simclr", "moco", "cvrl", "byol", "vjepa")  # the methods of comparison_runs whose views flip
 

@@ -29,7 +29,7 @@ from course_lib.data import builtin_dataset
 from course_lib.evaluate import bias_probes
 from course_lib.experiment import course_config, load_method, pretrain
 from course_lib.models import create_model
-from course_lib.runtime import setup
+from course_lib.machine import setup
 
 
 class ColourStats(nn.Module):
