@@ -304,27 +304,6 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
             **phases}
 
 
-# Run in a fresh interpreter with the course tree to measure first on sys.path: one method's run of
-# notebook 10's comparison (``comparison_runs``) at the full-mode course budget, two short epochs on the
-# real loader; it prints epoch 2's log line. It uses only what every version of the course has
-# (``course_config``, ``comparison_runs``, ``pretrain``), so an older checkout runs it too.
-_STEP_DRIVER = """
-import json, sys, tempfile
-from dataclasses import replace
-from course_lib.experiment import comparison_runs, course_config, pretrain
-spec = json.loads(sys.argv[1])
-runs = comparison_runs(course_config(quick=spec["quick"], epochs=2, steps_per_epoch=spec["steps"]))
-if spec["method"] not in runs:
-    print(json.dumps({"missing": True}))
-    sys.exit(0)
-cfg = replace(runs[spec["method"]][1], **spec["changes"])
-with tempfile.TemporaryDirectory() as out:
-    pretrain(cfg, spec["data"], out, progress=False)
-    with open(out + "/metrics.jsonl", encoding="utf-8") as f:
-        print(f.read().splitlines()[-1])
-"""
-
-
 def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: int = 2, steps: int = 20,
                changes: dict | None = None, quick: bool = False, on_row=None) -> dict:
     """Milliseconds per training step of each method at the course budget, measured side by side.
@@ -342,6 +321,7 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
     import subprocess
     import sys
 
+    driver = (Path(__file__).parent / "step_driver.py").read_text(encoding="utf-8")  # run as -c: the tree's course_lib
     rows = []
     for r in range(rounds):
         order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
@@ -350,7 +330,7 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
                 spec = {"method": name, "steps": steps, "data": data, "changes": changes or {}, "quick": quick}
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 with tempfile.TemporaryDirectory() as cwd:  # not the tree's parent: the tree alone on the path
-                    proc = subprocess.run([sys.executable, "-c", _STEP_DRIVER, json.dumps(spec)], env=env, cwd=cwd,
+                    proc = subprocess.run([sys.executable, "-c", driver, json.dumps(spec)], env=env, cwd=cwd,
                                           capture_output=True, text=True)
                 if proc.returncode:
                     raise RuntimeError(f"bench steps: {name} in {tree} failed: {proc.stderr.strip().splitlines()[-1]}")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {synth,prepare,probe,pretrain,evaluate,bench} ...``.
+"""Command line: ``python -m course_lib {synth,prepare,probe,pretrain,evaluate,results,bench} ...``.
 
 Results go to stdout as JSON; a user mistake (bad path, bad video, bad setting) is one
 line on stderr starting with ``error:`` and a non-zero exit status.
@@ -149,7 +149,8 @@ def _say_mode() -> None:
 
 
 def _pretrain(args) -> int:
-    from .experiment import RunConfig, pretrain
+    from .course import default_config
+    from .experiment import pretrain
 
     if not args.method and not args.config:
         raise ValueError("give --method NAME (or a --config that sets method).")
@@ -161,7 +162,7 @@ def _pretrain(args) -> int:
         if "method" not in (yaml.safe_load(config_path(args.config).read_text(encoding="utf-8")) or {}):
             raise ValueError(f"{args.config}: sets no method; an evaluation config goes with evaluate --config "
                              f"(or give --method).")
-    cfg = RunConfig.default(method=args.method or "supervised").with_overrides(args.config, args.settings)
+    cfg = default_config(method=args.method or "supervised").with_overrides(args.config, args.settings)
     if args.method and cfg.method != args.method:
         raise ValueError(f"--method {args.method} contradicts method: {cfg.method} of the config {args.config}.")
     if args.epochs is not None:
@@ -177,17 +178,35 @@ def _pretrain(args) -> int:
 
 
 def _evaluate(args) -> int:
-
+    from .course import default_config
     from .experiment import eval_config, evaluate
 
     if bool(args.checkpoint) == bool(args.random_init):
         raise ValueError("give exactly one of --checkpoint CKPT and --random-init.")
-    cfg = eval_config(args.protocol, args.checkpoint, args.config, args.settings)
+    cfg = eval_config(args.protocol, args.checkpoint, args.config, args.settings, base=default_config())
     _say_mode()
     result = evaluate(args.protocol, cfg, args.data, checkpoint=args.checkpoint, out_dir=Path(args.out).with_suffix(""),
                       progress=not args.no_progress, inherit=False)
     _write_json(args.out, result)
     print(json.dumps(result))
+    return 0
+
+
+def _results(args) -> int:
+    from . import course
+    from .results import write
+
+    names = course.names() if args.runs == "all" else args.runs.split(",")
+    for name in names:
+        course.spec(name)  # an unknown name is one error line before anything runs
+    counts: dict[str, int] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        status, path = write(name, args.mode, train=args.train, force=args.force, progress=not args.no_progress)
+        counts[status] = counts.get(status, 0) + 1
+        print(f"{name}: {status}" + (f" {path} ({time.perf_counter() - t0:.0f} s)" if path else ""), file=sys.stderr,
+              flush=True)
+    print(json.dumps({"mode": course.mode_name(args.mode), "runs": len(names), **counts}))
     return 0
 
 
@@ -277,14 +296,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the JSON result here")
     p.set_defaults(func=_bench)
 
+    p = sub.add_parser("results", help="write the result files of the course's named runs from the run cache")
+    p.add_argument("--mode", choices=["quick", "full"], help="the runs' mode (default: this machine's)")
+    p.add_argument("--runs", default="all", help="comma-separated run names of course_lib.course (default: all)")
+    p.add_argument("--train", action="store_true", help="train the runs the cache lacks (default: skip them)")
+    p.add_argument("--force", action="store_true", help="measure again, even where a file matches its run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_results)
+
     p = sub.add_parser("probe", help="describe video files, one JSON line each")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=_probe)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments; ``key=value`` settings may stand before, between or after the options."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "settings"):  # settings on both sides of an option: parse the command's part again
+        command = parser._subparsers._group_actions[0].choices[args.command]
+        rest = argv[argv.index(args.command) + 1:]
+        args = command.parse_intermixed_args(rest, argparse.Namespace(command=args.command))
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args)
     except (VideoError, ManifestError, ValueError, OSError, FloatingPointError) as e:

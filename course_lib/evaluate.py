@@ -40,7 +40,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames
+from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames, reverse
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler
 from .data.synth import MIRRORED
 from .methods.common import accuracy, normalize
@@ -332,6 +332,55 @@ def bias_probes(backbone: nn.Module, cfg, plain: Manifest, twin: Manifest, devic
     for attr in attributes:
         row[attr] = attribute_probe(a, b, [e.attrs[attr] for e in train], [e.attrs[attr] for e in test])["test_acc"]
     return row
+
+
+def test_centre_clips(cfg, manifest: Manifest) -> torch.Tensor:
+    """One centre clip per test video, uint8 N x C x T x H x W at ``cfg``'s clip length, stride and size."""
+    test = ClipDataset(manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=1),
+                       split="test", size=(cfg.size, cfg.size))
+    return torch.stack([test[i]["clips"][0] for i in range(len(test))])
+
+
+@torch.no_grad()
+def paired_similarity(backbone: nn.Module, clips: torch.Tensor, change, *, device="cpu", view: str = "rgb",
+                      batch_size: int = 16) -> float:
+    """Mean cosine similarity between the features of uint8 clips N x C x T x H x W and of ``change(clips)``
+    (``reverse``: played backwards; a flip of the last axis: mirrored). Near 1: the feature barely notices the
+    change. ``view="residual"`` feeds residual frames, as a run trained on them sees its input."""
+    backbone.to(device).eval()
+    sims = []
+    for x in clips.split(batch_size):
+        x = x.to(device).float() / 255
+        a, b = (backbone(normalize(residual_frames(v) if view == "residual" else v)) for v in (x, change(x)))
+        sims.append(F.cosine_similarity(a, b, dim=1))
+    return torch.cat(sims).mean().item()
+
+
+def reversal_similarity(backbone: nn.Module, clips: torch.Tensor, **kwargs) -> float:
+    """cos(clip, reversed clip): how little the feature cares about the direction of time (``paired_similarity``)."""
+    return paired_similarity(backbone, clips, reverse, **kwargs)
+
+
+def mirror_similarity(backbone: nn.Module, clips: torch.Tensor, **kwargs) -> float:
+    """cos(clip, mirrored clip): how little the feature cares about left and right (``paired_similarity``)."""
+    return paired_similarity(backbone, clips, lambda x: x.flip(-1), **kwargs)
+
+
+def mirror_pairs(classes: list[str]) -> list[tuple[int, int]]:
+    """Index pairs of ``classes`` that a horizontal flip swaps (``synth.MIRRORED``), each pair once."""
+    return [(i, classes.index(MIRRORED[c])) for i, c in enumerate(classes)
+            if MIRRORED.get(c) in classes and i < classes.index(MIRRORED[c])]
+
+
+def direction_probe(train_feats, train_labels, test_feats, test_labels, pairs: list[tuple[int, int]]) -> float:
+    """Mean test accuracy (%) over ``pairs`` of a linear probe trained on the two classes of a pair only
+    (chance 50): does the feature tell a motion from its mirror image?"""
+    accs = []
+    for i, j in pairs:
+        train, test = (train_labels == i) | (train_labels == j), (test_labels == i) | (test_labels == j)
+        accs.append(linear_probe(train_feats[train], (train_labels[train] == j).long(), test_feats[test],
+                                 (test_labels[test] == j).long())["test_acc"])
+    return sum(accs) / len(accs)
 
 
 @dataclass

@@ -1,13 +1,12 @@
 """Runs as the command line makes them: a flat config, pretraining, evaluation.
 
-``RunConfig`` holds everything a run needs, with a laptop-size default in quick mode and
-a larger one otherwise; a YAML file and ``key=value`` overrides change it. ``pretrain``
+``RunConfig`` holds everything a run needs; a YAML file and ``key=value`` overrides change it
+(the course's budgets and named runs, which start from it, live in ``course_lib.course``). ``pretrain``
 writes ``run.json`` (the config) beside the checkpoint, so ``evaluate`` can rebuild the
 backbone from the checkpoint alone.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -24,7 +23,7 @@ from .evaluate import EvalContext, check_eval_options, run_protocol
 from .methods import build_method, check_options, list_methods, method_class, sampler_for
 from .methods.registry import resolved_options
 from .models import create_model, input_problem, is_vit, list_models, smallest_input
-from .machine import get_device, parse_device, quick_mode
+from .machine import get_device, parse_device
 from .settings import SettingError, integer, mapping, number, one_of
 from .train import CHECKPOINT, TrainConfig, load_checkpoint, train
 
@@ -92,6 +91,8 @@ class RunConfig(TrainConfig):
                                f"{'are' if ',' in at_fault else 'is'} not allowed: {needs} ({problem}).")
         try:
             check_options(self.method, self.options)
+        except SettingError:
+            raise
         except ValueError as e:
             raise SettingError(f"setting options={self.options!r} is not allowed: {e}".rstrip(".") + ".") from None
         try:
@@ -101,15 +102,6 @@ class RunConfig(TrainConfig):
         problem = method_class(self.method).clip_problem(self.clip_len, self.options)
         if problem:
             raise SettingError(f"setting clip_len={self.clip_len} is not allowed: {problem}.")
-
-    @classmethod
-    def default(cls, quick: bool | None = None, **changes) -> "RunConfig":
-        quick = quick_mode() if quick is None else quick
-        base = cls(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3,
-                   batch_size=8, lr=3e-3, warmup_epochs=0.5) if quick else cls()
-        if "method" in changes and method_class(changes["method"]).vit_only and "model" not in changes:
-            changes = {**VIT_BUDGET, **changes}  # the course's small ViT
-        return replace(base, **changes)
 
     @property
     def frames_size(self) -> int:
@@ -184,67 +176,6 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
     if p.suffix == "" and (CONFIGS / f"{p.name}.yaml").exists():
         return CONFIGS / f"{p.name}.yaml"
     raise ValueError(f"{p}: config file not found (shipped configs: {', '.join(list_configs())}).")
-
-
-def course_config(quick: bool | None = None, **changes) -> RunConfig:
-    """The shared setting of notebooks 03-10, so that every method's numbers compare.
-
-    A small backbone (``r3d_vcop`` at width 0.25), AdamW, batch 8, clips with frame stride 2:
-    8 frames at 48 px for 8 epochs in quick mode, 16 frames at 64 px for 30 epochs otherwise.
-    Every run of notebooks 03-09 uses this budget, so notebook 10 compares their cached runs.
-    """
-    quick = quick_mode() if quick is None else quick
-    base = RunConfig.default(quick=True, epochs=8 if quick else 30, size=48 if quick else 64,
-                             clip_len=8 if quick else 16, stride=2, warmup_epochs=1, num_workers=2)
-    return replace(base, **changes)
-
-
-def course_finetune(base: RunConfig, quick: bool, epochs: int | None = None) -> RunConfig:
-    """Notebook 10's fine-tuning recipe at the budget ``base``: lr 1e-3, no warm-up, 3 epochs in quick
-    mode and 10 otherwise (``epochs`` overrides), the budget's batch and clips."""
-    return replace(base, epochs=epochs or (3 if quick else 10), lr=1e-3, warmup_epochs=0)
-
-
-def weights_id(model: torch.nn.Module) -> str:
-    """A short hash of a model's weights, so that a cache folder named by it changes when they do."""
-    h = hashlib.sha1()
-    for t in model.state_dict().values():
-        h.update(t.detach().cpu().numpy().tobytes())
-    return h.hexdigest()[:10]
-
-
-def finetune_folder(runs: str | os.PathLike, name: str, backbone: torch.nn.Module, epochs: int | None = None, *,
-                    flip: bool = True) -> Path:
-    """Where notebook 10 caches the fine-tuning of ``backbone`` (a run named by its weights); a run
-    without flips, or with another number of epochs than the recipe's, gets its own folder beside it."""
-    return Path(runs) / "finetune" / (f"{name.replace(' ', '_')}-{weights_id(backbone)}-crop"
-                                      + ("" if flip else "-noflip") + (f"-{epochs}ep" if epochs else ""))
-
-
-# the backbone of the masked methods at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
-# 16 x 64 x 64 clip) beside r3d_vcop x0.25 (0.90M, 0.49 GMACs)
-VIT_BUDGET = {"model": "vit_course", "width": 0.5}
-
-
-def comparison_runs(base: RunConfig) -> dict[str, tuple[str, RunConfig]]:
-    """Every method of notebooks 03-09 at the shared budget ``base``: {name: (run folder under the
-    runs cache, config)}. Each is the run its notebook trains, so notebook 10 loads the cached one."""
-    return {
-        "rotation": ("03/rotation", replace(base, method="rotation")),
-        "vcop": ("03/vcop", replace(base, method="vcop", stride=1)),  # three clips and two gaps must fit
-        "speed": ("03/speed", replace(base, method="speed")),
-        "simclr": ("04/simclr", replace(base, method="simclr", options={"temperature": 0.1})),
-        "moco": ("04/moco", replace(base, method="moco", options={"temperature": 0.1, "momentum": 0.99})),
-        "iic": ("05/residual_and_repeat", replace(base, method="iic", options={"view2": "residual", "intra": "repeat"})),
-        "cvrl": ("06/consistent_decreasing", replace(base, method="cvrl", options={"hidden": 512})),
-        "dualvar": ("07/simclr_both", replace(base, method="dualvar",
-                                              options={"base": "simclr", "rank": True, "coherent": True})),
-        "byol": ("08/byol", replace(base, method="byol")),
-        # the masked methods need a ViT: the course's, at about the CNN's parameters and compute (VIT_BUDGET)
-        "videomae": ("09/videomae", replace(base, method="videomae", **VIT_BUDGET)),
-        "vjepa": ("09/vjepa", replace(base, method="vjepa", **VIT_BUDGET)),
-        "supervised": ("03/supervised", replace(base, method="supervised")),
-    }
 
 
 def load_manifest(data: str | os.PathLike | None) -> Manifest:
@@ -345,15 +276,16 @@ def load_method(checkpoint: str | os.PathLike, **context) -> tuple[torch.nn.Modu
 
 
 def eval_config(protocol: str, checkpoint: str | os.PathLike | None = None, config: str | None = None,
-                pairs: list[str] = ()) -> RunConfig:
-    """The settings of an evaluation, in layers, each over the last: the defaults; the pretraining
+                pairs: list[str] = (), *, base: RunConfig | None = None) -> RunConfig:
+    """The settings of an evaluation, in layers, each over the last: ``base`` (default: ``RunConfig()``; the
+    command line passes ``course.default_config()``); the pretraining
     run's model, clips and ``eval_options`` (from ``checkpoint``); the protocol's own training
     defaults (``evaluate.PROTOCOLS``: CVRL's SGD at lr 32 x batch / 1024 for ``cvrl-linear``,
     computed from the final batch and epochs); a config file; ``key=value`` pairs. What the
     command line's ``evaluate`` runs with."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose {', '.join(PROTOCOLS)}.")
-    cfg = RunConfig.default()
+    cfg = base or RunConfig()
     if checkpoint:
         trained = load_backbone(checkpoint, weights=False)[1]
         cfg = replace(cfg, **{k: getattr(trained, k) for k in INHERITED}, eval_options=dict(trained.eval_options))

@@ -151,6 +151,17 @@ def quick_mode() -> bool:
     return course_mode().quick
 
 
+def runs_root(quick: bool, dataset: Path | None = None, data: Path | None = None) -> Path:
+    """Where trained runs are cached: ``<data>/runs/quick`` or ``.../full``; each prepared dataset
+    (``$COURSE_DATASET``, read when ``dataset`` is not given) keeps its own cache beside them."""
+    dataset = dataset_override() if dataset is None else dataset
+    name = "quick" if quick else "full"
+    if dataset is not None:  # the folder's name and a hash of its full path
+        tag = hashlib.sha1(str(dataset).encode("utf-8")).hexdigest()[:8]
+        name += f"-{dataset.parent.name}-{tag}"
+    return (data or data_dir()) / "runs" / name
+
+
 @dataclass(frozen=True)
 class Setup:
     """What the first cell of every notebook returns."""
@@ -170,12 +181,8 @@ class Setup:
 
     @property
     def runs(self) -> Path:
-        """Where notebooks cache trained runs; quick and full mode, and each COURSE_DATASET, keep separate caches."""
-        name = "quick" if self.quick else "full"
-        if self.dataset is not None:  # the folder's name and a hash of its full path
-            tag = hashlib.sha1(str(self.dataset).encode("utf-8")).hexdigest()[:8]
-            name += f"-{self.dataset.parent.name}-{tag}"
-        return self.data / "runs" / name
+        """Where notebooks cache trained runs (``runs_root``)."""
+        return runs_root(self.quick, self.dataset, self.data)
 
     def __str__(self) -> str:
         gpu = device_name(self.device) if self.device.type != "cpu" else "none"

@@ -3,8 +3,9 @@
 A *method* is an ``nn.Module`` whose ``forward(batch)`` returns ``(loss, logs)``; the loop
 does not know which method it runs. It moves each batch to the device (pinned memory,
 non-blocking copies), runs the step under bf16 autocast on CUDA, follows a learning-rate
-schedule per step, logs the time spent waiting for data, writes one JSON line of metrics
-per epoch, and checkpoints atomically at the end of every epoch.
+schedule per step, times every phase of a step with one clock (``phases.PhaseClock``: the
+epoch's seconds and its data-wait share come from it), writes one JSON line of metrics per
+epoch, and checkpoints atomically at the end of every epoch.
 
 Resuming is exact: an epoch's clips depend only on ``(seed, epoch, index)``, its batch
 order on a generator seeded with ``(seed, epoch)``, and the checkpoint holds the model,
@@ -270,17 +271,13 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         for epoch in range(start_epoch, end_epoch):
             method.train()
             sums: dict[str, float] = {}
-            wait = compute = 0.0
             clock.reset()
-            t0 = time.perf_counter()
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (progress and ctx.is_main),
                        leave=False)
             bad = None  # on the device: whether any loss since the last log point was not finite
             for step in range(steps):
                 clock.mark("data")
                 batch = next(batch_iter)
-                t1 = time.perf_counter()
-                wait += t1 - t0
                 clock.mark("transfer")
                 batch = _to_device(batch, device)
                 clips_per_video = batch["clips"].shape[1]  # B x S x C x T x H x W: S clips of every video
@@ -301,8 +298,6 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                 scheduler.step()
                 for k, v in logs.items():  # summed where they are: device tensors stay on the device
                     sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
-                t0 = time.perf_counter()
-                compute += t0 - t1
                 bar.update(1)
                 if (step + 1) % cfg.log_every == 0 or step + 1 == steps:  # a log point: the host reads the device once
                     any_bad, last = torch.stack([bad.float(), loss.detach().float()]).tolist()
@@ -312,20 +307,19 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                                                  f"{first}-{step + 1} (now {last}); lower the learning rate "
                                                  f"(lr={cfg.lr}).")
                     bad = None
-                    clock.read()  # its events are done: the read above waited for the whole step
-                    bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{wait / (wait + compute):.0%}")
+                    so_far = clock.read()  # its events are done: the read above waited for the whole step
+                    bar.set_postfix(loss=f"{last:.3f}", data_wait=f"{so_far['data'] / max(sum(so_far.values()), 1e-9):.0%}")
             clock.mark(None)
             bar.close()
             on_device = [k for k, v in sums.items() if torch.is_tensor(v)]
             if on_device:  # one read for every log of the epoch
                 sums.update(zip(on_device, torch.stack([sums[k] for k in on_device]).tolist()))
             means = distributed.mean_over_processes({k: v / steps for k, v in sums.items()})
-            timing = distributed.mean_over_processes({"wait": wait, "compute": compute})
-            phases = distributed.mean_over_processes(clock.read())
-            seconds = timing["wait"] + timing["compute"]
+            phases = distributed.mean_over_processes(clock.read())  # the epoch's seconds, phase by phase
+            seconds = sum(phases.values())
             record = {"epoch": epoch + 1, **means, "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 3),
-                      "data_wait_fraction": round(timing["wait"] / max(seconds, 1e-9), 4),
-                      "data_wait_ms_per_step": round(1000 * timing["wait"] / steps, 2),
+                      "data_wait_fraction": round(phases["data"] / max(seconds, 1e-9), 4),
+                      "data_wait_ms_per_step": round(1000 * phases["data"] / steps, 2),
                       "videos_per_s": round(steps * cfg.batch_size / max(seconds, 1e-9), 2),
                       "clips_per_s": round(steps * cfg.batch_size * clips_per_video / max(seconds, 1e-9), 2),
                       **phase_record(phases, steps)}

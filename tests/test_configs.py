@@ -3,8 +3,9 @@ import json
 
 import pytest
 
+from course_lib.course import default_config
 from course_lib.cli import main
-from course_lib.experiment import RunConfig, config_path, list_configs
+from course_lib.experiment import config_path, list_configs
 from course_lib.methods import build_method
 from course_lib.models import create_model
 
@@ -81,7 +82,7 @@ def test_every_paper_config_is_listed_and_checked():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_carries_the_paper_settings(name):
-    cfg = RunConfig.default(quick=False).with_overrides(name)
+    cfg = default_config(False).with_overrides(name)
     for key, value in EXPECTED[name].items():
         got = getattr(cfg, key)
         if key in ("options", "eval_options"):

@@ -5,8 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from course_lib.course import default_config
 from course_lib.evaluate import FrozenLinear
-from course_lib.experiment import RunConfig, pretrain
+from course_lib.experiment import pretrain
 from course_lib.methods import build_method
 from course_lib.models import create_model
 
@@ -106,7 +107,7 @@ def test_simclr_options_change_its_augmentation():
 
 
 def test_pretrain_iic_with_options_from_the_command_line_form(tmp_path, synth_quick):
-    cfg = RunConfig.default(quick=True).with_overrides(None, [
+    cfg = default_config(True).with_overrides(None, [
         "method=iic", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=2", "num_workers=0",
         "options.intra=shuffle", "options.negatives=32"])
     assert cfg.options == {"intra": "shuffle", "negatives": 32} and cfg.frames_size == 32
@@ -130,7 +131,7 @@ def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick, monk
         m(batch(s=1))
     s = sampler_for("cvrl", clip_len=8, interval="increasing", power=2.0)
     assert isinstance(s, TemporalIntervalSampler) and (s.mode, s.power) == ("increasing", 2.0)
-    cfg = RunConfig.default(quick=True).with_overrides(None, [
+    cfg = default_config(True).with_overrides(None, [
         "method=cvrl", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=1", "num_workers=0",
         "options.interval=uniform", "options.hidden=64"])
     assert pretrain(cfg, str(synth_quick.root), tmp_path / "cvrl", progress=False)["epochs_done"] == 1
@@ -232,10 +233,10 @@ def test_dualvar_rank_loss_uses_the_segment_order():
 def test_a_run_folder_is_not_reused_for_other_method_options(tmp_path, synth_quick):
     from dataclasses import replace
 
-    from course_lib.experiment import RunConfig, pretrain
+    from course_lib.experiment import pretrain
 
-    cfg = RunConfig.default(quick=True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
-                            num_workers=0, batch_size=4, options={"intra": "repeat", "negatives": 8})
+    cfg = default_config(True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+                         num_workers=0, batch_size=4, options={"intra": "repeat", "negatives": 8})
     pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
     again = pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)  # the same setting: loaded, not retrained
     assert again["epochs_done"] == 1 and again["seconds_this_call"] < 5
@@ -250,11 +251,11 @@ def test_a_run_folder_is_not_reused_after_a_method_default_changed(tmp_path, syn
     import inspect
     import json
 
-    from course_lib.experiment import RunConfig, pretrain
+    from course_lib.experiment import pretrain
     from course_lib.methods.iic import IIC
 
-    cfg = RunConfig.default(quick=True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
-                            num_workers=0, batch_size=4, options={"negatives": 8})
+    cfg = default_config(True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+                         num_workers=0, batch_size=4, options={"negatives": 8})
     pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
     settings = json.loads((tmp_path / "run.json").read_text())["method_settings"]
     assert settings["intra"] == "repeat" and settings["negatives"] == 8 and settings["bank_momentum"] == 0.5

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from course_lib.course import default_config
 from course_lib.data import ClipDataset, UniformClipSampler
 from course_lib.evaluate import attribute_probe, extract_features, knn, linear_probe, retrieval
 from course_lib.models import create_model
@@ -86,13 +87,12 @@ def test_three_test_crops_differ_and_cover_the_frame(tmp_path, height, width):
     centre and end of the long side; together they cover every pixel of the frame."""
     from course_lib.data import Manifest, VideoEntry
     from course_lib.evaluate import eval_set
-    from course_lib.experiment import RunConfig
     from course_lib.video import write_video
 
     g = np.random.default_rng(0)
     write_video(tmp_path / "a" / "v.mp4", g.integers(0, 256, (20, height, width, 3), dtype=np.uint8), crf=0)
     manifest = Manifest(tmp_path, ["a"], [VideoEntry("a/v.mp4", "a", "test", 20, 25.0)])
-    cfg = RunConfig.default(quick=True, clip_len=4, test_clips=2, size=24)
+    cfg = default_config(True, clip_len=4, test_clips=2, size=24)
     views = eval_set(cfg, manifest, "test", frames=24, crops=3)[0]["clips"]  # 6 x 3 x 4 x 24 x 24
     full = ClipDataset(manifest, UniformClipSampler(clip_len=4, num_clips=2), split="test", short_side=24)[0]["clips"]
     long = max(full.shape[-2:])
@@ -223,7 +223,7 @@ def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
     (appearance names them there) and the colour attribute, but not the plain data's classes."""
     from course_lib.data import builtin_dataset
     from course_lib.evaluate import bias_probes
-    from course_lib.experiment import course_config
+    from course_lib.course import budget
 
     class ColourStats(nn.Module):
         def forward(self, x):  # N x C x T x H x W -> N x 2C
@@ -231,7 +231,7 @@ def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
 
     plain = builtin_dataset(quick=True, progress=False)
     twin = builtin_dataset(quick=True, static_bias=1, progress=False)
-    row = bias_probes(ColourStats(), course_config(True), plain, twin, "cpu")
+    row = bias_probes(ColourStats(), budget(True), plain, twin, "cpu")
     assert list(row) == ["twin", "R@1 twin", "plain", "color", "background", "shape"]
     chance = 100 / len(plain.classes)
     assert row["twin"] >= row["plain"] + 40 and row["R@1 twin"] >= 3 * chance

@@ -13,14 +13,14 @@ def test_plateau_epochs_is_the_first_epoch_at_twice_chance():
 
 
 def test_the_recipe_and_its_cache_folder(tmp_path):
-    from course_lib.experiment import course_config, course_finetune, finetune_folder, weights_id
+    from course_lib.course import budget, finetune_config, finetune_folder, weights_id
     from course_lib.models import create_model
 
-    base = course_config(False)
-    ft = course_finetune(base, quick=False)
+    base = budget(False)
+    ft = finetune_config(base, "full")
     assert (ft.epochs, ft.lr, ft.warmup_epochs, ft.batch_size, ft.clip_len) == (10, 1e-3, 0, base.batch_size, 16)
-    assert course_finetune(course_config(True), quick=True).epochs == 3
-    assert course_finetune(base, quick=False, epochs=30).epochs == 30
+    assert finetune_config(budget(True), "quick").epochs == 3
+    assert finetune_config(base, "full", epochs=30).epochs == 30
 
     torch.manual_seed(0)
     bb = create_model("r3d_vcop", width=0.25)
@@ -41,7 +41,7 @@ def test_finetune_epochs_rows_runs_and_resume(tmp_path, monkeypatch):
 
     tiny_quick_course(monkeypatch, tmp_path / "data")
     out = tmp_path / "rows.json"
-    args = ["--out", str(out), "--starts", "random init", "--epochs", "2", "--random-seeds"]
+    args = ["--out", str(out), "--starts", "random_init", "--epochs", "2", "--random-seeds"]
     rows = module.main(args)
     assert list(rows) == ["random init, 2 epochs"]
     row = rows["random init, 2 epochs"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import course_lib
+from course_lib.course import default_config
 from course_lib import machine, runtime
 from course_lib.cli import main
 from course_lib.data.synth import PRESETS, ensure, generate
@@ -275,7 +276,7 @@ def test_commands_run_quick_without_a_gpu_and_say_so(hardware, monkeypatch, caps
     assert main(["pretrain", "--method", "vcop", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert err.startswith("course_lib: quick mode, because no GPU was found") and "COURSE_QUICK=0" in err
-    assert got["cfg"] == experiment.RunConfig.default(quick=True, method="vcop")
+    assert got["cfg"] == default_config(True, method="vcop")
     monkeypatch.setenv("COURSE_QUICK", "0")  # forced: no note, full-size settings
     assert main(["pretrain", "--method", "vcop", "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().err == "" and got["cfg"] == experiment.RunConfig.default(quick=False, method="vcop")
+    assert capsys.readouterr().err == "" and got["cfg"] == default_config(False, method="vcop")

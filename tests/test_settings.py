@@ -5,6 +5,7 @@ from dataclasses import fields, replace
 
 import pytest
 
+from course_lib.course import default_config
 from course_lib.cli import main
 from course_lib.experiment import RunConfig
 from course_lib.settings import SettingError
@@ -63,7 +64,7 @@ def test_a_bad_value_in_a_yaml_file_names_the_file(tmp_path, capsys):
 
 
 def test_a_bad_value_set_in_python_raises_a_setting_error():
-    cfg = RunConfig.default(quick=True)
+    cfg = default_config(True)
     with pytest.raises(SettingError, match=r"^setting lr='abc' is not allowed: lr must be a number > 0"):
         RunConfig(lr="abc")
     with pytest.raises(SettingError, match="setting width=0 is not allowed"):
@@ -79,7 +80,7 @@ def test_a_bad_value_set_in_python_raises_a_setting_error():
 
 
 def test_good_values_are_normalised():
-    cfg = RunConfig.default(quick=True).with_overrides(None, ["lr=1e-3", "epochs=8.0", "milestones=[3, 6]",
+    cfg = default_config(True).with_overrides(None, ["lr=1e-3", "epochs=8.0", "milestones=[3, 6]",
                                                              "width=1", "amp=0", "device=cpu"])
     assert cfg.lr == 0.001 and isinstance(cfg.lr, float)  # PyYAML reads 1e-3 as a string
     assert cfg.epochs == 8 and isinstance(cfg.epochs, int)
@@ -98,9 +99,9 @@ def test_shipped_paper_configs_pass_their_checks():
     from course_lib.experiment import list_configs
 
     for name in list_configs():
-        RunConfig.default(quick=False).with_overrides(name).check()
+        default_config(False).with_overrides(name).check()
 
 
 def test_grad_clip_reaches_training():
-    cfg = RunConfig.default(quick=True).with_overrides(None, ["grad_clip=1.0"])
+    cfg = default_config(True).with_overrides(None, ["grad_clip=1.0"])
     assert cfg.train_config().grad_clip == 1.0

@@ -19,8 +19,9 @@ import nbformat
 import pytest
 import torch
 
+from course_lib.course import default_config
 from course_lib.data.synth import PRESETS, generate
-from course_lib.experiment import RunConfig, evaluate, pretrain
+from course_lib.experiment import evaluate, pretrain
 from course_lib.video import write_video
 from indexed import indexed_frames
 
@@ -87,14 +88,15 @@ SMALL = dict(method="simclr", width=0.125, clip_len=4, size=28, batch_size=4, ep
 def test_a_training_epoch_and_evaluation_with_two_spawned_loader_workers(tmp_path, tiny_data):
     run = tmp_path / "spawned run"
     out = run_spawned(tmp_path, f'''
-        from course_lib.experiment import RunConfig, evaluate, pretrain
-        cfg = RunConfig.default(quick=True, num_workers=2, **{SMALL!r})
+        from course_lib.course import default_config
+        from course_lib.experiment import evaluate, pretrain
+        cfg = default_config(True, num_workers=2, **{SMALL!r})
         summary = pretrain(cfg, {str(tiny_data.root)!r}, {str(run)!r}, progress=False)
         return {{"train": summary["final"],
                  "eval": evaluate("retrieval", cfg, {str(tiny_data.root)!r}, checkpoint={str(run)!r}, progress=False)}}
     ''')
     assert out["spawned"] >= 2 * 3  # the training loader, then the train and test feature loaders
-    cfg = RunConfig.default(quick=True, num_workers=0, **SMALL)
+    cfg = default_config(True, num_workers=0, **SMALL)
     here = pretrain(cfg, str(tiny_data.root), tmp_path / "here", progress=False)["final"]
     assert out["result"]["train"]["loss"] == pytest.approx(here["loss"], rel=1e-6)
     a = torch.load(run / "checkpoint.pt", weights_only=True)["method"]

@@ -1,15 +1,14 @@
 """notebooks/ablations/twin_seeds.py: the seed-spread measurement of the static-bias twin (issue 15)."""
 import json
-from dataclasses import replace
 
 import torch
 from ablation_scripts import load_ablation, tiny_quick_course
 
 
 def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
+    from course_lib import course
     from course_lib.data import builtin_dataset
     from course_lib.evaluate import bias_probes
-    from course_lib.experiment import course_config
     from course_lib.models import create_model
 
     tiny_quick_course(monkeypatch, tmp_path / "data")
@@ -22,17 +21,17 @@ def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
 
     # the random init is notebook 04's (seed 0 before the backbone is made)
     plain, twin = builtin_dataset(progress=False), builtin_dataset(static_bias=1, progress=False)
-    base = replace(course_config(True), epochs=1)
+    base = course.budget(True)
     torch.manual_seed(0)
     expected = bias_probes(create_model(base.model, width=base.width), base, plain, twin, "cpu")
     assert {k: rows["random init, seed 0"][k] for k in expected} == expected
 
     # a shortened run trains beside notebook 04's runs, never in them, and on the data it names
-    runs = tmp_path / "data" / "runs" / "quick" / "04"
-    assert not (runs / "twin-simclr").exists() and not (runs / "simclr").exists()
-    twin_run = runs / "seeds" / "twin-simclr-seed0-1ep"
+    assert not course.run("twin-simclr").folder.exists() and not course.run("simclr").folder.exists()
+    twin_run = course.run("twin-simclr", epochs=1).folder
+    assert twin_run.parent == course.run("twin-simclr").folder.parent
     assert json.loads((twin_run / "run.json").read_text())["data"] == str(twin.root)
-    assert json.loads((runs / "seeds" / "simclr-seed0-1ep" / "run.json").read_text())["data"] == str(plain.root)
+    assert json.loads((course.run("simclr", epochs=1).folder / "run.json").read_text())["data"] == str(plain.root)
 
     # a second call resumes from the file: nothing is trained or measured again
     stamp = (twin_run / "checkpoint.pt").stat().st_mtime_ns

@@ -24,11 +24,13 @@ from ..data.samplers import RandomClipSampler
 from ..distributed import gather_no_grad
 from ..losses import byol_loss, cosine_momentum, embedding_std, momentum_update, positive_rank_accuracy
 from .common import mlp, normalize
+from ..settings import integer, number
 from .registry import Method, register_method
 
 
 @register_method("byol", augments=True)
 class BYOL(Method):
+    option_rules = {"rho": integer(2), "momentum": number(0, 1)}
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
                  rho: int = 2, dim: int = 256, hidden: int = 4096, momentum: float = 0.996, predictor: bool = True):
         super().__init__()

@@ -20,6 +20,7 @@ from ..augment import AugmentConfig, VideoAugment
 from ..losses import nt_xent, positive_rank_accuracy
 from ..data.samplers import TemporalIntervalSampler
 from .common import mlp, normalize
+from ..settings import number, one_of
 from .registry import Method, register_method
 
 # the official video_ssl_preprocess_ops.py: contrast around each channel's clip mean, blur with zero padding
@@ -30,6 +31,8 @@ CVRL_AUGMENT = AugmentConfig(scale=(0.3, 1.0), ratio=(0.5, 2.0), flip=0.5, jitte
 
 @register_method("cvrl", augments=True)
 class CVRL(Method):
+    option_rules = {"interval": one_of(("decreasing", "uniform", "increasing")), "power": number(above=0),
+                    "blur2": number(0, 1), "solarize2": number(0, 1)}
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1, interval: str = "decreasing", power: float = 1.0):
         """Two clips whose start gap follows the ``interval`` density (``power``: its exponent)."""

@@ -41,6 +41,7 @@ from ..losses import (COHERENT_FORMS, RANK_FORMS, MoCoQueue, momentum_update, nt
                       temporal_coherent, temporal_coherent_moco)
 from .common import mlp, normalize
 from .moco import MoCo, queue_length
+from ..settings import integer, number, one_of
 from .registry import Method, register_method
 
 # temporally consistent colour jitter (0.8, 0.8, 0.8, 0.2) at p = 0.8 x 0.8 and blur at p = 0.5, random crop;
@@ -69,6 +70,9 @@ def shuffle_segments(x: torch.Tensor, segments: int, g: torch.Generator | None =
 
 @register_method("dualvar", augments=True)
 class DualVar(Method):
+    option_rules = {"base": one_of(BASES), "view": one_of(tuple(VIEWS)), "segments": integer(1),
+                    "segment_dim": integer(1), "theta": number(above=0), "rank_form": one_of(RANK_FORMS),
+                    "coherent_form": one_of(("auto", *COHERENT_FORMS, "queue")), "reverse": number(0, 1)}
     clips_per_video = 2  # c1 and c2, two moments of the video
 
     @classmethod

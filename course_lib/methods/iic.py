@@ -22,6 +22,7 @@ from torch import nn
 from ..augment import IIC_AUGMENT, INTRA_NEGATIVES, SHUFFLE_CHUNKS, AugmentConfig, VideoAugment, residual_frames
 from ..losses import MemoryBank, bank_nce
 from .common import normalize
+from ..settings import integer, number, one_of
 from .registry import Method, register_method
 
 VIEWS = ("residual", "rgb")
@@ -35,6 +36,8 @@ def sample_others(index: torch.Tensor, num_videos: int, k: int) -> torch.Tensor:
 
 @register_method("iic", augments=True)
 class IIC(Method):
+    option_rules = {"view2": one_of(VIEWS), "intra": one_of(("none", *INTRA_NEGATIVES), optional=True),
+                    "negatives": integer(1), "bank_momentum": number(0, 1)}
     needs = ("num_videos",)  # one memory-bank entry per training video
 
     @classmethod

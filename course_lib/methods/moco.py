@@ -25,6 +25,7 @@ from torch import nn
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import MoCoQueue, moco_loss, momentum_update
 from .common import accuracy, mlp, normalize, two_views
+from ..settings import integer
 from .registry import Method, register_method
 
 
@@ -41,6 +42,7 @@ def queue_length(paper: int, num_videos: int | None) -> int:
 
 @register_method("moco", augments=True)
 class MoCo(Method):
+    option_rules = {"bn_groups": integer(1)}
     clips_per_video = 2
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),

@@ -10,23 +10,31 @@ A method declares, on its class, what the rest of the library needs to know:
 * ``vit_only``: whether it needs a ViT backbone (the masked methods work on tokens).
 
 Its options are the keyword arguments of its constructor and of its ``sampler``; an option
-both take (VCOP's ``num_clips``, the speed task's ``strides``) reaches both.
+both take (VCOP's ``num_clips``, the speed task's ``strides``) reaches both. Every option value
+is checked where it is set (``check_options``, called by ``RunConfig.check``): by the rule the
+class names in ``option_rules``, else by ``COMMON_RULES``, else by the type of its default.
 """
 from __future__ import annotations
 
 import dataclasses
 import inspect
 import json
-from typing import ClassVar
+from typing import Any, Callable, ClassVar
 
 from torch import nn
 
 from ..augment import AugmentConfig
 from ..data.samplers import RandomClipSampler
+from ..settings import Rule, SettingError, flag, integer, number
 
 # what build_method and sampler_for pass themselves; never a method option
 CONTEXT = ("backbone", "num_classes", "num_videos", "size", "clip_len", "stride")
 _METHODS: dict[str, type["Method"]] = {}
+# rules for options many methods share; a class's own option_rules take precedence
+COMMON_RULES: dict[str, Rule] = {
+    "temperature": number(above=0), "momentum": number(0, 1), "dim": integer(1), "hidden": integer(1, optional=True),
+    "queue": integer(1, optional=True),
+}
 
 
 class Method(nn.Module):
@@ -37,6 +45,7 @@ class Method(nn.Module):
     needs: ClassVar[tuple[str, ...]] = ()
     clips_per_video: ClassVar[int] = 1  # for the default sampler
     vit_only: ClassVar[bool] = False
+    option_rules: ClassVar[dict[str, Rule | Callable[[str, Any], Any]]] = {}  # option -> rule (settings.py)
 
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1):
@@ -83,24 +92,56 @@ def method_class(name: str) -> type[Method]:
     return _METHODS[name]
 
 
+def _defaults(cls: type[Method]) -> dict:
+    """Every option's default value, from the constructor and the sampler."""
+    values = {}
+    for fn in (cls, cls.sampler):
+        for key, p in inspect.signature(fn).parameters.items():
+            if key not in CONTEXT and p.default is not p.empty:
+                values.setdefault(key, p.default)
+    return values
+
+
+def option_rule(cls: type[Method], option: str) -> Rule | Callable[[str, Any], Any] | None:
+    """The rule an option's value must keep: the class's, a common one, or one read off its default's type
+    (a bool, an int, a float); None where nothing is known (a mapping such as ``augment``)."""
+    if option in cls.option_rules:
+        return cls.option_rules[option]
+    if option in COMMON_RULES:
+        return COMMON_RULES[option]
+    default = _defaults(cls).get(option)
+    if isinstance(default, bool):
+        return flag()
+    if isinstance(default, int):
+        return integer()
+    if isinstance(default, float):
+        return number()
+    return None
+
+
 def check_options(name: str, options: dict) -> None:
-    """ValueError naming the first option that ``name`` does not have."""
-    known = method_class(name).option_names()
+    """ValueError naming the first option that ``name`` does not have, or SettingError naming the first value
+    its rule refuses (one line: ``setting options.temperature=0 is not allowed: ... must be a number > 0.``)."""
+    cls = method_class(name)
+    known = cls.option_names()
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"method {name} has no option {unknown[0]!r}; its options: {', '.join(known) or 'none'}.")
+    for option, value in options.items():
+        rule = option_rule(cls, option)
+        if rule is not None:
+            try:
+                rule(option, value)
+            except SettingError as e:
+                raise SettingError(str(e).replace(f"setting {option}=", f"setting options.{option}=", 1)
+                                   .replace(f": {option} must", f": {name}'s {option} must", 1)) from None
 
 
 def resolved_options(name: str, options: dict) -> dict:
     """Every option of method ``name``: ``options`` over the defaults of its constructor and sampler, as plain
     JSON values. A run records them, so a cached run is not reused after a default changed."""
     cls = method_class(name)
-    values = {}
-    for fn in (cls, cls.sampler):
-        for key, p in inspect.signature(fn).parameters.items():
-            if key not in CONTEXT and p.default is not p.empty:
-                values.setdefault(key, p.default)
-    values.update(options)
+    values = {**_defaults(cls), **options}
     if isinstance(values.get("augment"), dict):
         values["augment"] = _augment(cls, values["augment"])
     return json.loads(json.dumps(values, default=_plain))

@@ -11,11 +11,13 @@ from torch import nn
 
 from ..data.samplers import RandomStrideSampler
 from .common import accuracy, to_float
+from ..settings import int_list
 from .registry import Method, register_method
 
 
 @register_method("speed")
 class SpeedPrediction(Method):
+    option_rules = {"strides": int_list(1, example="[1, 2, 4, 8]")}
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1, strides=(1, 2, 4, 8)):
         """One clip per video at a frame stride drawn from ``strides`` (``stride`` is not used)."""

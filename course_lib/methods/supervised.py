@@ -15,6 +15,7 @@ from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment, center_crop, residual_frames
 from .common import accuracy, normalize
+from ..settings import one_of
 from .registry import Method, register_method
 
 VIEWS = ("rgb", "residual")
@@ -23,6 +24,7 @@ VIEWS = ("rgb", "residual")
 @register_method("supervised")
 class Supervised(Method):
     """Cross-entropy on the clip labels. ``forward(batch) -> (loss, logs)``."""
+    option_rules = {"view": one_of(VIEWS)}
 
     needs = ("num_classes",)
 

@@ -15,11 +15,14 @@ from torch import nn
 
 from ..data.samplers import OrderedClipsSampler
 from .common import accuracy, to_float
+from ..settings import integer, number
 from .registry import Method, register_method
 
 
 @register_method("vcop")
 class ClipOrderPrediction(Method):
+    option_rules = {"num_clips": integer(2), "hidden": integer(1), "dropout": number(0, 1),
+                    "gap": integer(0, optional=True)}
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1, num_clips: int = 3, gap: int | None = None):
         """``num_clips`` clips in temporal order, ``gap`` frames apart (default: half a clip, VCOP's 8 of 16)."""

@@ -24,6 +24,7 @@ from ..models.vit import VideoViT, gather_tokens, init_weights, position_code_on
 from .common import normalize
 from .masking import MASK_FNS, visible_and_masked
 from ..runtime import send
+from ..settings import integer, number, one_of
 from .registry import Method, register_method
 
 # VideoMAE's pretraining augmentation (datasets.py): a multi-scale crop (sides 1, .875, .75, .66 of the short side,
@@ -81,6 +82,8 @@ def needs_vit(method: str, backbone: nn.Module) -> VideoViT:
 
 @register_method("videomae", augments=True)
 class VideoMAE(Method):
+    option_rules = {"mask_ratio": number(above=0, high=0.99), "masking": one_of(tuple(MASK_FNS)),
+                    "decoder_depth": integer(1)}
     vit_only = True
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = MAE_AUGMENT,

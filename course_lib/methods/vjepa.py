@@ -29,6 +29,7 @@ from ..models.vit import gather_tokens
 from .common import normalize
 from .masking import multiblock_mask, trimmed_indices
 from ..runtime import send
+from ..settings import integer, number
 from .registry import Method, register_method
 from .videomae import MaskedDecoder, needs_vit
 
@@ -50,6 +51,8 @@ def l1_feature_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @register_method("vjepa", augments=True)
 class VJEPA(Method):
+    option_rules = {"predictor_depth": integer(1), "predictor_dim": integer(1, optional=True),
+                    "momentum_horizon": number(above=0)}
     vit_only = True
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = JEPA_AUGMENT,

@@ -57,15 +57,20 @@ class Backbone(nn.Module):
 def input_problem(name: str, frames: int, size: int, width: float = 1.0) -> str | None:
     """None if backbone ``name`` takes clips of ``frames`` x ``size`` x ``size``, else why not (one line).
 
-    The forward pass runs on the meta device: shapes only, no memory and no arithmetic.
+    Frames smaller than the backbone's spatial stride (its total down-sampling) are refused too: its
+    last feature map would be computed from padding. The forward passes run on the meta device:
+    shapes only, no memory and no arithmetic.
     """
     with torch.device("meta"):
         model = create_model(name, width=width).eval()
         try:
             with torch.no_grad():
                 model(torch.empty(1, 3, frames, size, size))
+                stride = 256 // model.forward_features(torch.empty(1, 3, frames, 256, 256)).shape[-1]
         except (RuntimeError, ValueError) as e:
             return str(e).splitlines()[0] if str(e) else type(e).__name__
+    if size < stride:
+        return f"{size} px frames are smaller than its spatial stride of {stride} px"
     return None
 
 

@@ -1,6 +1,6 @@
 """Why does fine-tuning from some pretrained networks stay near chance in notebook 10? (issue 15)
 
-Fine-tunes starting points of notebook 10 with its recipe (``course_finetune``: lr 1e-3, no
+Fine-tunes starting points of notebook 10 with its recipe (``course.finetune_config``: lr 1e-3, no
 warm-up, the budget's clips and batch; ``finetune_augment``: no flip on the built-in data) for
 the recipe's epochs and for longer, and random inits drawn with other seeds. For each run it
 records the test accuracy, the last epoch's training accuracy and the first epoch whose training
@@ -12,7 +12,7 @@ starts on (the loss near ln 8 = 2.08 of a uniform guess).
 ``--flip`` flips half of the training clips, as the recipe did before it knew that a flip turns
 move_left into move_right here: its rows measure what that label noise costs.
 
-The recipe's own runs are notebook 10's (``finetune_folder``), so they share its cache; longer
+The recipe's own runs are notebook 10's (``course.finetune_folder``), so they share its cache; longer
 ones are cached beside them. The output file is written after each row and a second call skips
 the rows it holds. Only the training curves decide anything here: the test accuracy is reported,
 never used to pick the recipe.
@@ -26,14 +26,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 
+from course_lib import course
 from course_lib.augment import crop_room
 from course_lib.data import course_dataset
 from course_lib.evaluate import eval_set, finetune, finetune_augment, train_clips
-from course_lib.experiment import (comparison_runs, course_config, course_finetune, finetune_folder, load_backbone,
-                                   pretrain)
-from course_lib.models import create_model
 from course_lib.machine import setup
 
 
@@ -45,8 +42,8 @@ def plateau_epochs(metrics: list[dict], chance: float) -> int | None:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="JSON file of the rows (resumed if it exists)")
-    p.add_argument("--starts", nargs="+", default=["random init", "vcop", "dualvar"],
-                   help="notebook 10's starting points: 'random init' or a method of comparison_runs")
+    p.add_argument("--starts", nargs="+", default=["random_init", "vcop", "dualvar"],
+                   help="notebook 10's starting points: runs of course_lib.course's comparison")
     p.add_argument("--epochs", type=int, nargs="+", default=None,
                    help="fine-tuning epochs (default: the recipe's and 30)")
     p.add_argument("--random-seeds", type=int, nargs="*", default=[1, 2],
@@ -56,12 +53,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     S = setup(seed=0)
     manifest = course_dataset()
-    base = course_config(S.quick)
-    recipe = course_finetune(base, S.quick).epochs
-    runs = comparison_runs(base)
-    unknown = [s for s in args.starts if s != "random init" and s not in runs]
+    base = course.budget(S.quick)
+    recipe = course.finetune_config(base, S.quick).epochs
+    unknown = [s for s in args.starts if s not in course.COMPARISON]
     if unknown:
-        p.error(f"--starts: unknown {', '.join(unknown)} (choose 'random init' or one of {', '.join(runs)})")
+        p.error(f"--starts: unknown {', '.join(unknown)} (choose one of {', '.join(course.COMPARISON)})")
     out = Path(args.out)
     rows = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
     room = crop_room(base.size)
@@ -72,25 +68,18 @@ def main(argv: list[str] | None = None) -> dict:
         augment = replace(augment, flip=0.5)
     tag = ", flipped" if args.flip else ""
 
-    def start(name: str, seed: int = 0) -> torch.nn.Module:
-        if name == "random init":
-            torch.manual_seed(seed)  # notebook 10's random init is seed 0
-            return create_model(base.model, width=base.width)
-        folder, cfg = runs[name]
-        pretrain(cfg, str(manifest.root), S.runs / folder, progress=False)  # cached: loads
-        return load_backbone(S.runs / folder)[0]
-
-    arms = [(f"{s}, {e} epochs{tag}", s, 0, e) for s in args.starts for e in (args.epochs or [recipe, 30])]
-    arms += [(f"random init seed {seed}, {recipe} epochs{tag}", "random init", seed, recipe)
+    arms = [(f"{course.spec(s).title}, {e} epochs{tag}", s, e) for s in args.starts for e in (args.epochs or [recipe, 30])]
+    arms += [(f"random init seed {seed}, {recipe} epochs{tag}", f"random_init-seed{seed}", recipe)
              for seed in args.random_seeds]
-    for row, name, seed, epochs in arms:
+    for row, name, epochs in arms:
         if row in rows:
             continue
         t0 = time.perf_counter()
-        bb = start(name, seed)
-        folder = finetune_folder(S.runs / "10", name if not seed else f"{name} seed {seed}", bb,
-                                 None if epochs == recipe else epochs, flip=augment.flip > 0)
-        r = finetune(copy.deepcopy(bb), ft_train, ft_test, course_finetune(base, S.quick, epochs).train_config(),
+        run = course.run(name, S.quick)
+        bb = run.backbone()  # trained first if the cache lacks it
+        folder = course.finetune_folder(S.runs / "10", run.spec.title + (f" seed {run.spec.seed}" if run.spec.seed else ""),
+                                        bb, None if epochs == recipe else epochs, flip=augment.flip > 0)
+        r = finetune(copy.deepcopy(bb), ft_train, ft_test, course.finetune_config(base, S.quick, epochs).train_config(),
                      folder, num_classes=len(manifest.classes), device=S.device, progress=False, size=base.size,
                      augment=augment)
         metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -1,34 +1,32 @@
 """How much of notebook 04's static-bias-twin result is the seed? (issue 15's twin target)
 
-Trains SimCLR at the course budget (notebook 04's setting) on the twin and on the plain data
-with several seeds, and on the twin without its colour augmentation (jitter and grayscale off,
-notebook 04's third twin run); draws random-init backbones with several seeds; and reads each
-one with ``course_lib.evaluate.bias_probes``: the motion class on the twin and on the plain data,
-and colour, background and shape. SimCLR's projection head is read too (backbone, then head),
-and, as a yardstick, six numbers per clip: the mean and spread of each colour channel.
+Reads SimCLR at the course budget (notebook 04's setting), trained on the twin and on the plain
+data with several seeds, and on the twin without its colour augmentation (jitter and grayscale
+off, notebook 04's third twin run); random-init backbones with several seeds; each one with
+``course_lib.evaluate.bias_probes``: the motion class on the twin and on the plain data, and
+colour, background and shape. SimCLR's projection head is read too (backbone, then head), and,
+as a yardstick, six numbers per clip: the mean and spread of each colour channel.
 
     COURSE_QUICK=0 python notebooks/ablations/twin_seeds.py --out twin_seeds.json
 
-Seed 0 of each SimCLR uses notebook 04's run folders (``04/simclr``, ``04/twin-simclr``,
-``04/twin-simclr_no_colour``), so it shares their cache; other seeds (and every run with
-``--epochs``) train under ``04/seeds/``. The output file is written after each row and a second
-call skips the rows it holds, so the measurement can be stopped and resumed.
+Every run is a named run of ``course_lib.course`` (``simclr``, ``simclr-seed1``, ``twin-simclr``,
+``random_init-seed3``, ...), trained once and cached; ``--epochs`` shortens them into folders of
+their own beside the course's. The output file is written after each row and a second call skips
+the rows it holds, so the measurement can be stopped and resumed.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from course_lib import course
 from course_lib.data import builtin_dataset
 from course_lib.evaluate import bias_probes
-from course_lib.experiment import course_config, load_method, pretrain
-from course_lib.models import create_model
 from course_lib.machine import setup
 
 
@@ -37,6 +35,11 @@ class ColourStats(nn.Module):
 
     def forward(self, x):
         return torch.cat([x.mean((2, 3, 4)), x.std((2, 3, 4))], 1)
+
+
+def seeded(name: str, seed: int) -> str:
+    """The run ``name`` with ``seed`` (seed 0 is the run itself)."""
+    return name if seed == 0 else f"{name}-seed{seed}"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -50,50 +53,43 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     S = setup(seed=0)
-    base = course_config(S.quick)
-    if args.epochs:
-        base = replace(base, epochs=args.epochs)
+    base = course.budget(S.quick)
+    changes = {"epochs": args.epochs} if args.epochs else {}
     plain, twin = builtin_dataset(progress=False), builtin_dataset(static_bias=1, progress=False)
     out = Path(args.out)
     rows = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
-
-    def record(name: str, row: dict, t0: float) -> None:
-        rows[name] = {**row, "seconds": round(time.perf_counter() - t0)}
-        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        print(f"{name:24s} " + "  ".join(f"{k} {v:.1f}" for k, v in row.items() if isinstance(v, float)), flush=True)
-
-    for seed in range(args.random_seeds):
-        name = f"random init, seed {seed}"
-        if name not in rows:
-            t0 = time.perf_counter()
-            torch.manual_seed(seed)  # notebook 04's random init is seed 0
-            record(name, bias_probes(create_model(base.model, width=base.width), base, plain, twin, S.device), t0)
-
-    name = "colour statistics (6 numbers)"  # how far appearance alone goes on the twin
-    if name not in rows:
-        t0 = time.perf_counter()
-        record(name, bias_probes(ColourStats(), base, plain, twin, S.device), t0)
-
-    simclr = replace(base, method="simclr", options={"temperature": 0.1})  # notebook 04's SimCLR
-    no_colour = replace(simclr, options={"temperature": 0.1, "augment": {"jitter": 0.0, "grayscale": 0.0}})
-    arms = []  # (row name, config, data, notebook 04's run folder, seed)
+    names = [(f"random init, seed {seed}", seeded("random_init", seed)) for seed in range(args.random_seeds)]
+    names += [("colour statistics (6 numbers)", None)]
     for seed in args.seeds:
-        arms += [(f"simclr on twin, seed {seed}", simclr, twin, "04/twin-simclr", seed),
-                 (f"simclr on plain, seed {seed}", simclr, plain, "04/simclr", seed)]
-    arms += [(f"simclr without colour augmentation on twin, seed {seed}", no_colour, twin, "04/twin-simclr_no_colour",
-              seed) for seed in args.no_colour_seeds]
-    for name, cfg, data, folder, seed in arms:
-        if name in rows:
+        names += [(f"simclr on twin, seed {seed}", seeded("twin-simclr", seed)),
+                  (f"simclr on plain, seed {seed}", seeded("simclr", seed))]
+    names += [(f"simclr without colour augmentation on twin, seed {seed}", seeded("twin-simclr_no_colour", seed))
+              for seed in args.no_colour_seeds]
+    unknown = [n for _, n in names if n is not None and n not in course.RUNS]
+    if unknown:
+        p.error(f"the course declares no run {', '.join(unknown)} (its seeds: {', '.join(course.names('seeds'))})")
+
+    def record(name: str, backbone: nn.Module, t0: float) -> None:
+        rows[name] = {**bias_probes(backbone, base, plain, twin, S.device), "seconds": round(time.perf_counter() - t0)}
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        print(f"{name:24s} " + "  ".join(f"{k} {v:.1f}" for k, v in rows[name].items() if isinstance(v, float)),
+              flush=True)
+
+    for row, name in names:
+        if row in rows:
             continue
-        shared = seed == 0 and not args.epochs  # notebook 04's own run
-        run = S.runs / (folder if shared else f"04/seeds/{folder[3:]}-seed{seed}-{base.epochs}ep")
         t0 = time.perf_counter()
-        pretrain(replace(cfg, seed=seed), str(data.root), run, progress=False)
-        method, _ = load_method(run, num_classes=len(plain.classes), num_videos=len(data.split("train")))
-        record(name, bias_probes(method.backbone, base, plain, twin, S.device), t0)
-        t0 = time.perf_counter()  # the projection head's output: what NT-Xent itself compares
-        record(name + ", head", bias_probes(nn.Sequential(method.backbone, method.projector), base, plain, twin,
-                                            S.device), t0)
+        if name is None:
+            record(row, ColourStats(), t0)
+            continue
+        run = course.run(name, S.quick, **(changes if course.spec(name).method else {}))
+        if run.folder is None:
+            record(row, run.backbone(), t0)
+            continue
+        method = run.method()  # trained first if the cache lacks it
+        record(row, method.backbone, t0)
+        if hasattr(method, "projector") and f"{row}, head" not in rows:  # the projection head: what NT-Xent compares
+            record(f"{row}, head", nn.Sequential(method.backbone, method.projector), time.perf_counter())
     return rows
 
 

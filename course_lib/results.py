@@ -1,0 +1,280 @@
+"""Results are data: every named run's scores, measured one way, kept as JSON.
+
+``measure(name, mode)`` evaluates a run of ``course_lib.course`` (training it first if the cache
+lacks it and ``train`` allows) with the score groups its declaration names, and returns its
+record: ``run``, ``method``, ``mode``, ``seed``, ``config``, ``scores``, the per-epoch ``log``
+and the ``seconds`` its training took. The record is cached beside the run (``scores.json``), so
+a notebook that asks again reads it, unless the checkpoint changed.
+
+``write(name, mode)`` puts the record where the course commits it,
+``notebooks/results/<mode>/<run>.json``; ``python -m course_lib results --mode full`` does it for
+every run the cache holds, resumably (a file whose run has not changed is kept).
+
+Score groups (``SCORES``), each one function of a run's frozen backbone at the mode's budget:
+
+* ``frozen``: retrieval R@1-50, the linear probe and kNN (notebooks 03-10);
+* ``attentive``: V-JEPA's attentive probe on every token (notebooks 09, 10);
+* ``attributes``: linear probes of colour, shape, texture and background (notebook 10);
+* ``finetune``: notebook 10's fine-tuning recipe;
+* ``twin``: both sides of the static-bias twin (``evaluate.bias_probes``: notebooks 04, 10);
+* ``direction``: a probe per mirrored class pair and cos(clip, mirrored clip) (the pretraining flip);
+* ``reversal``: cos(clip, reversed clip) (notebook 07);
+* ``collapse``: spread and effective rank of the projections and features (notebook 08);
+* ``cvrl_linear``: CVRL's linear evaluation protocol (notebook 06);
+* ``classifier``: a supervised run's own classifier on the test clips (notebook 02).
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import course
+from .attentive import attentive_probe, extract_tokens
+from .augment import crop_room
+from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
+from .evaluate import (APPEARANCE, RETRIEVAL_KS, attribute_probe, bias_probes, classify, direction_probe, eval_set,
+                       finetune, finetune_augment, frozen_features, knn, linear_probe, mirror_pairs,
+                       mirror_similarity, retrieval, reversal_similarity, test_centre_clips, train_clips)
+from .experiment import eval_config, evaluate
+from .losses import effective_rank, embedding_std
+from .machine import get_device, runs_root
+from .methods.registry import resolved_options
+from .runtime import usable_cpus
+
+SCORES_FILE = "scores.json"  # the record, cached beside the run it measures
+ATTRIBUTES = ("shape", "color", "texture", "background")
+
+
+@dataclass
+class Scoring:
+    """One run being measured: its backbone and the features every group shares, made once."""
+
+    run: course.Run
+    device: torch.device
+    base: object  # the mode's budget: the clips every protocol reads
+    manifest: Manifest  # the course's dataset (the probes' classes)
+    progress: bool = False
+    _cache: dict = field(default_factory=dict)
+
+    def once(self, key: str, make: Callable):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def backbone(self) -> torch.nn.Module:
+        return self.once("backbone", self.run.backbone)
+
+    def features(self) -> tuple:
+        """(train features, train labels, test features, test labels) on the course's dataset."""
+        return self.once("features", lambda: frozen_features(self.backbone(), self.base, self.manifest, self.device))
+
+    def test_clips(self) -> torch.Tensor:
+        return self.once("clips", lambda: test_centre_clips(self.base, self.manifest))
+
+
+SCORES: dict[str, Callable[[Scoring], dict]] = {}
+
+
+def score_group(name: str):
+    """Register a score group: ``fn(scoring) -> {score: value}``."""
+    def add(fn):
+        SCORES[name] = fn
+        return fn
+    return add
+
+
+@score_group("frozen")
+def _frozen(s: Scoring) -> dict:
+    a, ya, b, yb = s.features()
+    return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
+            "knn": knn(a, ya, b, yb)["test_acc"]}
+
+
+@score_group("attentive")
+def _attentive(s: Scoring) -> dict:
+    bb = s.backbone()
+    (ta, tya), (tb, tyb) = (extract_tokens(bb, eval_set(s.base, s.manifest, split), device=s.device, size=s.base.size)
+                            for split in ("train", "test"))
+    return {"attentive": attentive_probe(ta, tya, tb, tyb, heads=getattr(bb, "heads", None),
+                                         device=s.device)["test_acc"]}
+
+
+@score_group("attributes")
+def _attributes(s: Scoring) -> dict:
+    train, test = s.manifest.split("train").entries, s.manifest.split("test").entries
+    if not all(attr in e.attrs for e in train + test for attr in ATTRIBUTES):
+        return {}  # a prepared dataset records no attributes
+    a, _, b, _ = s.features()
+    out = {}
+    for attr in ATTRIBUTES:
+        r = attribute_probe(a, b, [e.attrs[attr] for e in train], [e.attrs[attr] for e in test])
+        out[attr], out[f"{attr} chance"] = r["test_acc"], r["chance"]
+    return out
+
+
+@score_group("finetune")
+def _finetune(s: Scoring) -> dict:
+    bb = s.backbone()
+    room = crop_room(s.base.size)
+    augment = finetune_augment(s.manifest.classes)  # flips only where a flip keeps the class
+    folder = course.finetune_folder(runs_root(s.run.mode == "quick") / "10", s.run.spec.title, bb,
+                                    flip=augment.flip > 0)  # named by a hash of the starting weights
+    r = finetune(copy.deepcopy(bb), train_clips(s.base, s.manifest, room),
+                 eval_set(s.base, s.manifest, "test", frames=room),
+                 course.finetune_config(s.base, s.run.mode).train_config(), folder, augment=augment,
+                 num_classes=len(s.manifest.classes), device=s.device, progress=s.progress, size=s.base.size)
+    return {"finetune": r["test_acc"]}
+
+
+@score_group("twin")
+def _twin(s: Scoring) -> dict:
+    plain = builtin_dataset(s.run.mode == "quick", progress=False)
+    twin = builtin_dataset(s.run.mode == "quick", static_bias=1, progress=False)
+    r = bias_probes(s.backbone(), s.base, plain, twin, s.device)
+    return {"twin": r["twin"], "R@1 twin": r["R@1 twin"], "plain": r["plain"], **{a: r[a] for a in APPEARANCE}}
+
+
+@score_group("direction")
+def _direction(s: Scoring) -> dict:
+    pairs = mirror_pairs(s.manifest.classes)
+    if not pairs:
+        return {}
+    return {"direction": direction_probe(*s.features(), pairs),
+            "cos mirrored": mirror_similarity(s.backbone(), s.test_clips(), device=s.device)}
+
+
+@score_group("reversal")
+def _reversal(s: Scoring) -> dict:
+    view = s.run.config.options.get("view", "rgb")
+    return {"cos reversed": reversal_similarity(s.backbone(), s.test_clips(), device=s.device, view=view)}
+
+
+@score_group("collapse")
+def _collapse(s: Scoring) -> dict:
+    _, _, b, _ = s.features()
+    out = {"feature rank": effective_rank(b).item()}
+    method = s.run.method()
+    if hasattr(method, "projector"):  # the online projections of the test videos' features: where BYOL's loss acts
+        with torch.no_grad():
+            z = method.projector.cpu()(b)
+        out.update({"projection spread": embedding_std(z).item(), "projection rank": effective_rank(z).item()})
+    return out
+
+
+@score_group("cvrl_linear")
+def _cvrl_linear(s: Scoring) -> dict:
+    folder = s.run.folder
+    cfg = eval_config("cvrl-linear", folder, pairs=[f"epochs={s.run.config.epochs}"],
+                      base=course.default_config(s.run.mode))
+    r = evaluate("cvrl-linear", cfg, str(s.manifest.root), checkpoint=str(folder), out_dir=folder / "linear-eval",
+                 progress=s.progress)
+    return {"cvrl linear": r["test_acc"]}
+
+
+@score_group("classifier")
+def _classifier(s: Scoring) -> dict:
+    cfg = s.run.config
+    test = ClipDataset(s.manifest, UniformClipSampler(clip_len=cfg.clip_len, stride=cfg.stride, num_clips=cfg.test_clips),
+                       split="test", size=(cfg.size, cfg.size))
+    return {"classifier": classify(s.run.method(), test, device=s.device)}
+
+
+# ----------------------------------------------------------------------------------------- records
+def _identity(run: course.Run) -> str:
+    """What the scores depend on: the checkpoint's bytes, or a baseline's model and seed."""
+    if run.folder is None:
+        return f"random {run.config.model} x{run.config.width} seed {run.spec.seed}"
+    h = hashlib.sha1((run.folder / "checkpoint.pt").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_file(run: course.Run) -> Path:
+    folder = run.folder or runs_root(run.mode == "quick") / "baselines" / run.name
+    return folder / SCORES_FILE
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Atomically: a temporary file, then a rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def measure(name: str, mode: str | bool | None = None, *, train: bool = True, device=None, progress: bool = False,
+            run: course.Run | None = None) -> dict | None:
+    """The record of run ``name`` at ``mode`` (see the module's docstring): read from the run's cache when its
+    checkpoint is unchanged, else measured. An untrained run is trained first with ``train``, else None."""
+    run = run or course.run(name, mode)
+    if not run.trained():
+        if not train:
+            return None
+        run.train(progress=progress)
+    cache, identity = _cache_file(run), _identity(run)
+    if cache.exists():
+        record = json.loads(cache.read_text(encoding="utf-8"))
+        if record.get("identity") == identity and list(record.get("groups", [])) == list(run.spec.scores):
+            return record
+    device = get_device(device or run.config.device)
+    manifest = run.dataset() if run.spec.data == "plain" else builtin_dataset(run.mode == "quick", progress=False)
+    s = Scoring(run, device, course.budget(run.mode), manifest, progress)
+    t0 = time.perf_counter()
+    scores = {}
+    for group in run.spec.scores:
+        scores.update(SCORES[group](s))
+    log = run.log()
+    record = {
+        "run": run.name, "title": run.spec.title, "notebook": run.spec.notebook, "method": run.spec.method,
+        "mode": run.mode, "seed": run.spec.seed, "data": run.spec.data,
+        "config": {**asdict(run.config), **({"method_settings": resolved_options(run.spec.method, run.config.options)}
+                                            if run.spec.method else {})},
+        "groups": list(run.spec.scores),
+        "scores": {k: round(v, 4) for k, v in scores.items()},
+        "test_videos": len(manifest.split("test")), "classes": len(manifest.classes),
+        "log": log, "seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
+        "eval_seconds": round(time.perf_counter() - t0, 1), "identity": identity,
+        "measured": {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                     "device": str(device), "cpu_cores": usable_cpus(), "python": platform.python_version()},
+    }
+    _write_json(cache, record)
+    return record
+
+
+def write(name: str, mode: str | bool | None = None, *, train: bool = False, force: bool = False,
+          progress: bool = False) -> tuple[str, Path | None]:
+    """Write run ``name``'s record to ``notebooks/results/<mode>/<name>.json``; ("kept" | "written" |
+    "not trained", path). A file whose identity matches the cached run is kept unless ``force``."""
+    run = course.run(name, mode)
+    path = course.result_path(name, run.mode)
+    if not run.trained() and not train:
+        return "not trained", None
+    if path.exists() and not force and run.trained():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("identity") == _identity(run) and old.get("groups") == list(run.spec.scores):
+            return "kept", path
+    record = measure(name, run.mode, train=train, progress=progress, run=run)
+    _write_json(path, record)
+    return "written", path
+
+
+def scores(name: str, mode: str | bool | None = None, **kwargs) -> dict:
+    """The scores of the learner's own run ``name`` (trained and measured if the cache lacks them)."""
+    return measure(name, mode, **kwargs)["scores"]
+
+
+def band(name: str, key: str, mode: str | bool | None = "full") -> tuple[float, float] | None:
+    """The seed band of score ``key`` for the run ``name``: (lowest, highest) over its committed seed files
+    (``name`` and ``name-seedN``), or None with fewer than two."""
+    values = [course.score(n, key, mode) for n in course.seeds_of(name)]
+    values = [v for v in values if v is not None]
+    return (min(values), max(values)) if len(values) >= 2 else None
