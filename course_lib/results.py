@@ -211,38 +211,42 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def measure(name: str, mode: str | bool | None = None, *, train: bool = True, device=None, progress: bool = False,
-            run: course.Run | None = None) -> dict | None:
-    """The record of run ``name`` at ``mode`` (see the module's docstring): read from the run's cache when its
-    checkpoint is unchanged, else measured. An untrained run is trained first with ``train``, else None."""
+def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...] | None = None, train: bool = True,
+            device=None, progress: bool = False, run: course.Run | None = None) -> dict | None:
+    """The record of run ``name`` at ``mode`` (see the module's docstring) with the score ``groups`` (default: all
+    its declaration names): read from the run's cache while its checkpoint is unchanged, the groups it lacks
+    measured and added. An untrained run is trained first with ``train``, else None."""
     run = run or course.run(name, mode)
+    groups = tuple(groups or run.spec.scores)
     if not run.trained():
         if not train:
             return None
         run.train(progress=progress)
     cache, identity = _cache_file(run), _identity(run)
-    if cache.exists():
-        record = json.loads(cache.read_text(encoding="utf-8"))
-        if record.get("identity") == identity and list(record.get("groups", [])) == list(run.spec.scores):
-            return record
+    record = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
+    if record.get("identity") != identity:
+        record = {}
+    missing = [g for g in groups if g not in record.get("groups", [])]
+    if not missing:
+        return record
     device = get_device(device or run.config.device)
     manifest = run.dataset() if run.spec.data == "plain" else builtin_dataset(run.mode == "quick", progress=False)
     s = Scoring(run, device, course.budget(run.mode), manifest, progress)
     t0 = time.perf_counter()
-    scores = {}
-    for group in run.spec.scores:
-        scores.update(SCORES[group](s))
+    scores = dict(record.get("scores", {}))
+    for group in missing:
+        scores.update({k: round(v, 4) for k, v in SCORES[group](s).items()})
     log = run.log()
     record = {
         "run": run.name, "title": run.spec.title, "notebook": run.spec.notebook, "method": run.spec.method,
         "mode": run.mode, "seed": run.spec.seed, "data": run.spec.data,
         "config": {**asdict(run.config), **({"method_settings": resolved_options(run.spec.method, run.config.options)}
                                             if run.spec.method else {})},
-        "groups": list(run.spec.scores),
-        "scores": {k: round(v, 4) for k, v in scores.items()},
-        "test_videos": len(manifest.split("test")), "classes": len(manifest.classes),
+        "groups": [g for g in run.spec.scores if g in {*record.get("groups", []), *missing}]
+                  + [g for g in missing if g not in run.spec.scores],
+        "scores": scores, "test_videos": len(manifest.split("test")), "classes": len(manifest.classes),
         "log": log, "seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
-        "eval_seconds": round(time.perf_counter() - t0, 1), "identity": identity,
+        "eval_seconds": round(record.get("eval_seconds", 0.0) + time.perf_counter() - t0, 1), "identity": identity,
         "measured": {"date": datetime.date.today().isoformat(), "torch": torch.__version__,
                      "device": str(device), "cpu_cores": usable_cpus(), "python": platform.python_version()},
     }
@@ -260,16 +264,46 @@ def write(name: str, mode: str | bool | None = None, *, train: bool = False, for
         return "not trained", None
     if path.exists() and not force and run.trained():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("identity") == _identity(run) and old.get("groups") == list(run.spec.scores):
+        if old.get("identity") == _identity(run) and set(run.spec.scores) <= set(old.get("groups", [])):
             return "kept", path
     record = measure(name, run.mode, train=train, progress=progress, run=run)
     _write_json(path, record)
     return "written", path
 
 
-def scores(name: str, mode: str | bool | None = None, **kwargs) -> dict:
+def scores(name: str, mode: str | bool | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:
     """The scores of the learner's own run ``name`` (trained and measured if the cache lacks them)."""
-    return measure(name, mode, **kwargs)["scores"]
+    return measure(name, mode, groups=groups, **kwargs)["scores"]
+
+
+def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] = ("frozen",),
+            mode: str | bool | None = None, reference: str = "full", device=None) -> list[dict]:
+    """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only) beside the committed
+    reference at ``reference`` and its seed band: ``{"run", "title", "mine", "reference", "band"}``."""
+    rows = []
+    for name in names:
+        ref = course.result(name, reference)
+        rows.append({"run": name, "title": course.spec(name).title,
+                     "mine": {k: v for k, v in scores(name, mode, groups, device=device).items() if k in keys},
+                     "reference": {k: ref["scores"][k] for k in keys if k in ref["scores"]} if ref else {},
+                     "band": {k: b for k in keys if (b := band(name, k, reference))}})
+    return rows
+
+
+def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | bool | None = None, reference: str = "full") -> str:
+    """``compare``'s rows as text: each score of the learner's run, then the reference's (with its seed band)."""
+    here, ref = course.mode_name(mode), reference
+    head = f"{'run':24s}" + "".join(f"{k + ' ' + here:>15s}{k + ' ' + ref:>15s}" for k in keys)
+    lines = [head]
+    for r in rows:
+        cells = ""
+        for k in keys:
+            mine, theirs, b = r["mine"].get(k), r["reference"].get(k), r["band"].get(k)
+            cells += f"{mine:15.1f}" if mine is not None else f"{'-':>15s}"
+            text = "-" if theirs is None else f"{theirs:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
+            cells += f"{text:>15s}"
+        lines.append(f"{r['title']:24s}" + cells)
+    return "\n".join(lines)
 
 
 def band(name: str, key: str, mode: str | bool | None = "full") -> tuple[float, float] | None:

@@ -1,0 +1,139 @@
+"""course.py owns the course's budgets and named runs; results.py measures them into result files."""
+import json
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from ablation_scripts import tiny_quick_course
+
+from course_lib import course, results
+from course_lib.cli import main
+
+
+@pytest.mark.parametrize("mode", course.MODES)
+def test_every_named_run_is_a_valid_run_with_a_folder_of_its_own(mode, tmp_path):
+    folders = {}
+    for name in course.RUNS:
+        run = course.run(name, mode, runs=tmp_path)
+        run.config.check()  # every setting and option passes its rule at this budget
+        spec = course.spec(name)
+        if spec.method is None:
+            assert run.folder is None
+            continue
+        assert run.config.method == spec.method and run.config.seed == spec.seed
+        assert run.folder.parent.parent == tmp_path if "/seeds/" not in spec.folder else True
+        folders.setdefault(run.folder, []).append(name)
+    assert all(len(v) == 1 for v in folders.values()), {k: v for k, v in folders.items() if len(v) > 1}
+
+
+def test_the_budget_is_shared_and_each_run_changes_only_what_it_declares():
+    for mode in course.MODES:
+        base = course.budget(mode)
+        for name in course.names("comparison"):
+            cfg = course.run(name, mode).config
+            changed = {k for k, v in asdict(cfg).items() if v != getattr(base, k)}
+            assert changed <= {"method", "options", *course.spec(name).changes}, (name, changed)
+            twin = course.run(f"twin-{name}", mode)
+            assert twin.config == cfg and twin.spec.data == "twin"  # the same run on the other dataset
+    assert (course.budget("full").epochs, course.budget("full").size, course.budget("full").clip_len) == (30, 64, 16)
+    assert course.run("vcop", "full").config.stride == 1 and course.run("videomae", "full").config.model == "vit_course"
+
+
+def test_a_changed_run_trains_beside_the_declared_one(tmp_path):
+    plain, short = course.run("simclr", "quick", runs=tmp_path), course.run("simclr", "quick", runs=tmp_path, epochs=1)
+    assert short.config == replace(plain.config, epochs=1)
+    assert short.folder.parent == plain.folder.parent and short.folder != plain.folder
+    with pytest.raises(ValueError, match="unknown run 'nope'"):
+        course.run("nope")
+
+
+def test_seeds_are_runs_of_their_own_and_make_the_band(tmp_path, monkeypatch):
+    assert course.seeds_of("simclr") == ["simclr", "simclr-seed1", "simclr-seed2"]
+    assert course.spec("twin-simclr-seed2").data == "twin" and course.spec("twin-simclr-seed2").seed == 2
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path)
+    for name, linear in (("simclr", 13.3), ("simclr-seed1", 10.0), ("simclr-seed2", 24.2)):
+        (tmp_path / "full").mkdir(exist_ok=True)
+        (tmp_path / "full" / f"{name}.json").write_text(json.dumps({"scores": {"linear": linear}}))
+    assert results.band("simclr", "linear") == (10.0, 24.2)
+    assert results.band("moco", "linear") is None and course.score("simclr-seed1", "linear") == 10.0
+
+
+def test_a_record_is_measured_once_written_and_kept(tmp_path, monkeypatch):
+    tiny_quick_course(monkeypatch, tmp_path / "data")
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
+    small = course.run("speed", "quick", epochs=1)
+    record = results.measure("speed", run=small)
+    assert {"run", "method", "mode", "seed", "config", "scores", "log", "seconds"} <= set(record)
+    assert (record["run"], record["method"], record["mode"], record["seed"]) == ("speed", "speed", "quick", 0)
+    assert record["config"]["epochs"] == 1 and record["config"]["method_settings"]["strides"] == [1, 2, 4, 8]
+    assert [r["epoch"] for r in record["log"]] == [1] and record["seconds"] == pytest.approx(record["log"][0]["seconds"], abs=0.1)
+    assert set(record["scores"]) >= {"linear", "knn", "R@1", "R@50", "attentive", "color", "finetune"}
+    assert 0 <= record["scores"]["R@1"] <= record["scores"]["R@5"] <= record["scores"]["R@50"] <= 100
+    # asked again: read from the cache beside the run, nothing measured
+    monkeypatch.setattr(results, "SCORES", {})
+    assert results.measure("speed", run=small) == record
+    # a changed checkpoint is measured again
+    ckpt = torch.load(small.folder / "checkpoint.pt", weights_only=True)
+    ckpt["method"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["method"].items()}
+    torch.save(ckpt, small.folder / "checkpoint.pt")
+    with pytest.raises(KeyError):
+        results.measure("speed", run=small)
+
+
+def test_the_results_command_writes_each_trained_run_and_keeps_a_file_whose_run_is_unchanged(tmp_path, monkeypatch,
+                                                                                             capsys):
+    tiny_quick_course(monkeypatch, tmp_path / "data")
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
+    assert main(["results", "--mode", "quick", "--runs", "random_init,rotation"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out == {"mode": "quick", "runs": 2, "written": 1, "not trained": 1}  # rotation was never trained
+    written = json.loads((tmp_path / "results" / "quick" / "random_init.json").read_text())
+    assert written["run"] == "random_init" and written["config"]["model"] == "r3d_vcop" and written["log"] == []
+    assert written == course.result("random_init", "quick")
+    assert main(["results", "--mode", "quick", "--runs", "random_init"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"] == 1
+    assert main(["results", "--runs", "nope"]) == 2 and "unknown run 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["options.temperature=0"], "setting options.temperature=0 is not allowed: simclr's temperature must be a number > 0."),
+    (["options.temperature=-1"], "setting options.temperature=-1 is not allowed"),
+    (["options.dim=0"], "setting options.dim=0 is not allowed: simclr's dim must be an integer >= 1."),
+    (["size=7"], "setting size=7 is not allowed: model r3d_vcop needs frames of at least 16 px"),
+])
+def test_bad_option_values_are_one_error_line(settings, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    assert main(["pretrain", "--method", "simclr", *settings, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_settings_may_stand_before_between_and_after_the_options(tmp_path, monkeypatch):
+    from course_lib import experiment
+    monkeypatch.setenv("COURSE_QUICK", "1")
+    seen = []
+    monkeypatch.setattr(experiment, "pretrain", lambda cfg, data, out, progress: seen.append((cfg, out)) or
+                        {"final": None, "epochs_done": 0})
+    for argv in (["--method", "simclr", "--out", "X", "epochs=1", "lr=0.1"],
+                 ["--method", "simclr", "epochs=1", "--out", "X", "lr=0.1"],
+                 ["epochs=1", "--method", "simclr", "lr=0.1", "--out", "X"]):
+        assert main(["pretrain", *argv]) == 0
+    assert len(seen) == 3 and all(s == seen[0] for s in seen)
+    assert (seen[0][0].epochs, seen[0][0].lr, seen[0][1]) == (1, 0.1, "X")
+
+
+def test_option_rules_cover_every_method_and_refuse_what_the_constructor_would():
+    from course_lib.methods import list_methods
+    from course_lib.methods.registry import _defaults, method_class, option_rule
+    from course_lib.settings import SettingError
+    for name in list_methods():  # every method's own defaults pass its rules
+        cls = method_class(name)
+        for option, default in _defaults(cls).items():
+            rule = option_rule(cls, option)
+            if rule is not None and option != "augment":
+                rule(option, list(default) if isinstance(default, tuple) else default)
+    for name, option, value in (("byol", "rho", 1), ("iic", "intra", "sideways"), ("videomae", "mask_ratio", 1.0),
+                                ("moco", "momentum", 1.5), ("dualvar", "base", "byol"), ("cvrl", "interval", "flat")):
+        with pytest.raises(SettingError, match=f"options.{option}="):
+            course.default_config("quick", method=name, options={option: value}, **(course.VIT if name == "videomae" else {}))
