@@ -151,7 +151,8 @@ FLIPPING = ("simclr", "moco", "cvrl", "byol", "vjepa")  # the compared methods w
 for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     extra = ("direction",) if _name in FLIPPING or _name == "supervised" else ()
     declare(_name, _nb, _method, title=_title, folder=f"{_nb}/{_folder}", options=_options, changes=_changes,
-            scores=FRONT + extra + (("cvrl_linear",) if _name == "cvrl" else ()), group="comparison")
+            scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier",)}.get(_name, ()),
+            group="comparison")
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
             changes=_changes, data="twin", scores=("twin",), group="twin")

@@ -213,11 +213,11 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...] | None = None, train: bool = True,
             device=None, progress: bool = False, run: course.Run | None = None) -> dict | None:
-    """The record of run ``name`` at ``mode`` (see the module's docstring) with the score ``groups`` (default: all
-    its declaration names): read from the run's cache while its checkpoint is unchanged, the groups it lacks
+    """The record of run ``name`` at ``mode`` (see the module's docstring) with the score ``groups`` (default, and
+    at most: those its declaration names): read from the run's cache while its checkpoint is unchanged, the groups it lacks
     measured and added. An untrained run is trained first with ``train``, else None."""
     run = run or course.run(name, mode)
-    groups = tuple(groups or run.spec.scores)
+    groups = tuple(g for g in (groups or run.spec.scores) if g in run.spec.scores)  # what the run declares
     if not run.trained():
         if not train:
             return None
@@ -242,8 +242,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
         "mode": run.mode, "seed": run.spec.seed, "data": run.spec.data,
         "config": {**asdict(run.config), **({"method_settings": resolved_options(run.spec.method, run.config.options)}
                                             if run.spec.method else {})},
-        "groups": [g for g in run.spec.scores if g in {*record.get("groups", []), *missing}]
-                  + [g for g in missing if g not in run.spec.scores],
+        "groups": [g for g in run.spec.scores if g in {*record.get("groups", []), *missing}],
         "scores": scores, "test_videos": len(manifest.split("test")), "classes": len(manifest.classes),
         "log": log, "seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
         "eval_seconds": round(record.get("eval_seconds", 0.0) + time.perf_counter() - t0, 1), "identity": identity,
