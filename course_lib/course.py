@@ -131,7 +131,8 @@ def declare(name: str, notebook: str, method: str | None, *, title: str = "", fo
 # notebook 10 compares these: every method of notebooks 03-09 at the shared budget, with random init (a random
 # 3D CNN, and a random ViT for the masked methods) as the floor and supervised training as the ceiling
 FRONT = ("frozen", "attentive", "attributes", "finetune")  # what notebook 10 reads of every backbone
-declare("random_init", "", None, title="random init", scores=(*FRONT, "twin", "direction"), group="baseline")
+declare("random_init", "", None, title="random init", scores=(*FRONT, "twin", "direction", "iic_retrieval"),
+        group="baseline")
 declare("random_vit", "", None, title="random ViT", changes=VIT, scores=(*FRONT, "twin"), group="baseline")
 _COMPARED = [  # name, notebook, folder, method, options, changes, title
     ("rotation", "03", "rotation", "rotation", {}, {}, "rotation"),
@@ -151,7 +152,8 @@ FLIPPING = ("simclr", "moco", "cvrl", "byol", "vjepa")  # the compared methods w
 for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     extra = ("direction",) if _name in FLIPPING or _name == "supervised" else ()
     declare(_name, _nb, _method, title=_title, folder=f"{_nb}/{_folder}", options=_options, changes=_changes,
-            scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier",)}.get(_name, ()),
+            scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier", "iic_retrieval"),
+                                    "simclr": ("twin",), "moco": ("twin",), "iic": ("iic_retrieval",)}.get(_name, ()),
             group="comparison")
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
@@ -169,7 +171,7 @@ declare("twin-simclr_no_colour", "04", "simclr", title="SimCLR, no colour augmen
 for _name, _folder, _title, _options in (("iic-no_intra", "residual_no_intra", "residual, no intra", "none"),
                                          ("iic-shuffle", "residual_and_shuffle", "residual + shuffle", "shuffle"),
                                          ("iic-rgb", "RGB_and_repeat", "RGB + repeat", "repeat")):
-    declare(_name, "05", "iic", title=_title, folder=f"05/{_folder}", group="05",
+    declare(_name, "05", "iic", title=_title, folder=f"05/{_folder}", group="05", scores=("frozen", "iic_retrieval"),
             options={"view2": "rgb" if _name == "iic-rgb" else "residual", "intra": _options})
 # 06: CVRL's ablations of the augmentation's consistency and of the interval density ("cvrl" is the main run)
 for _name, _folder, _title, _options in (
@@ -329,3 +331,10 @@ def score(name: str, key: str, mode: str | bool | None = "full") -> float | None
     """One committed score of run ``name`` (``"linear"``, ``"R@1"``, ...), or None if it is not measured."""
     r = result(name, mode)
     return None if r is None else r["scores"].get(key)
+
+
+def ablation_result(name: str, mode: str | bool | None = "full") -> dict | None:
+    """The committed output of an ablation script (``notebooks/ablations/<name>.py --out``), kept as
+    ``notebooks/results/<mode>/ablations/<name>.json``, or None."""
+    path = results_dir() / mode_name(mode) / "ablations" / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

@@ -14,6 +14,7 @@ Score groups (``SCORES``), each one function of a run's frozen backbone at the m
 
 * ``frozen``: retrieval R@1-50, the linear probe and kNN (notebooks 03-10);
 * ``attentive``: V-JEPA's attentive probe on every token (notebooks 09, 10);
+* ``iic_retrieval``: IIC's own retrieval feature, RGB, residual and merged (notebook 05);
 * ``attributes``: linear probes of colour, shape, texture and background (notebook 10);
 * ``finetune``: notebook 10's fine-tuning recipe;
 * ``twin``: both sides of the static-bias twin (``evaluate.bias_probes``: notebooks 04, 10);
@@ -98,6 +99,18 @@ def _frozen(s: Scoring) -> dict:
     a, ya, b, yb = s.features()
     return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
             "knn": knn(a, ya, b, yb)["test_acc"]}
+
+
+@score_group("iic_retrieval")
+def _iic_retrieval(s: Scoring) -> dict:
+    """IIC's retrieval protocol (``retrieve_clips.py``): the last conv block max-pooled over (1, 2, 2) from centre
+    crops, for RGB clips and residual frames, and the two concatenated (``--merge``, its headline)."""
+    bb = s.backbone()
+    rgb = frozen_features(bb, s.base, s.manifest, s.device, feature="iic")
+    res = frozen_features(bb, s.base, s.manifest, s.device, feature="iic", view="residual")
+    merged = (torch.cat([rgb[0], res[0]], 1), rgb[1], torch.cat([rgb[2], res[2]], 1), rgb[3])
+    return {**{f"iic {k}": v for k, v in retrieval(*merged, ks=RETRIEVAL_KS).items()},
+            "iic R@1 RGB": retrieval(*rgb, ks=(1,))["R@1"], "iic R@1 residual": retrieval(*res, ks=(1,))["R@1"]}
 
 
 @score_group("attentive")
@@ -276,14 +289,16 @@ def scores(name: str, mode: str | bool | None = None, groups: tuple[str, ...] | 
 
 
 def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] = ("frozen",),
-            mode: str | bool | None = None, reference: str = "full", device=None) -> list[dict]:
-    """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only) beside the committed
-    reference at ``reference`` and its seed band: ``{"run", "title", "mine", "reference", "band"}``."""
+            mode: str | bool | None = None, reference: str = "full", device=None, mine: bool = True) -> list[dict]:
+    """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only; none with
+    ``mine=False``, for runs too long to train in a notebook) beside the committed reference at
+    ``reference`` and its seed band: ``{"run", "title", "mine", "reference", "band"}``."""
     rows = []
     for name in names:
         ref = course.result(name, reference)
+        measured = scores(name, mode, groups, device=device) if mine else {}
         rows.append({"run": name, "title": course.spec(name).title,
-                     "mine": {k: v for k, v in scores(name, mode, groups, device=device).items() if k in keys},
+                     "mine": {k: v for k, v in measured.items() if k in keys},
                      "reference": {k: ref["scores"][k] for k in keys if k in ref["scores"]} if ref else {},
                      "band": {k: b for k in keys if (b := band(name, k, reference))}})
     return rows
@@ -292,16 +307,21 @@ def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] 
 def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | bool | None = None, reference: str = "full") -> str:
     """``compare``'s rows as text: each score of the learner's run, then the reference's (with its seed band)."""
     here, ref = course.mode_name(mode), reference
-    head = f"{'run':24s}" + "".join(f"{k + ' ' + here:>15s}{k + ' ' + ref:>15s}" for k in keys)
+    with_mine = any(r["mine"] for r in rows)  # compare(..., mine=False): the reference alone
+    head = f"{'run':24s}" + "".join((f"{k + ' ' + here:>15s}" if with_mine else "") + f"{k + ' ' + ref:>15s}"
+                                    for k in keys)
     lines = [head]
     for r in rows:
         cells = ""
         for k in keys:
             mine, theirs, b = r["mine"].get(k), r["reference"].get(k), r["band"].get(k)
-            cells += f"{mine:15.1f}" if mine is not None else f"{'-':>15s}"
+            if with_mine:
+                cells += f"{mine:15.1f}" if mine is not None else f"{'-':>15s}"
             text = "-" if theirs is None else f"{theirs:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
             cells += f"{text:>15s}"
         lines.append(f"{r['title']:24s}" + cells)
+    if not any(r["reference"] for r in rows):
+        lines.append(f"(no committed {ref}-mode result files for these runs yet: python -m course_lib results --mode {ref})")
     return "\n".join(lines)
 
 
