@@ -130,9 +130,11 @@ def declare(name: str, notebook: str, method: str | None, *, title: str = "", fo
 
 # notebook 10 compares these: every method of notebooks 03-09 at the shared budget, with random init (a random
 # 3D CNN, and a random ViT for the masked methods) as the floor and supervised training as the ceiling
-FRONT = ("frozen", "attentive", "attributes", "finetune")  # what notebook 10 reads of every backbone
-declare("random_init", "", None, title="random init", scores=(*FRONT, "twin", "direction", "iic_retrieval"),
-        group="baseline")
+FRONT = ("frozen", "attentive", "attributes", "finetune", "reversal")  # what notebook 10 reads of every backbone
+declare("random_init", "", None, title="random init",
+        scores=(*FRONT, "twin", "direction", "iic_retrieval", "centred"), group="baseline")
+declare("random_init-residual", "", None, title="random init, residual frames", options={"view": "residual"},
+        scores=("frozen", "centred", "reversal"), group="baseline")
 declare("random_vit", "", None, title="random ViT", changes=VIT, scores=(*FRONT, "twin"), group="baseline")
 _COMPARED = [  # name, notebook, folder, method, options, changes, title
     ("rotation", "03", "rotation", "rotation", {}, {}, "rotation"),
@@ -152,8 +154,9 @@ FLIPPING = ("simclr", "moco", "cvrl", "byol", "vjepa")  # the compared methods w
 for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     extra = ("direction",) if _name in FLIPPING or _name == "supervised" else ()
     declare(_name, _nb, _method, title=_title, folder=f"{_nb}/{_folder}", options=_options, changes=_changes,
-            scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier", "iic_retrieval"),
-                                    "simclr": ("twin",), "moco": ("twin",), "iic": ("iic_retrieval",)}.get(_name, ()),
+            scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier", "iic_retrieval", "centred"),
+                                    "simclr": ("twin",), "moco": ("twin",), "iic": ("iic_retrieval",),
+                                    "dualvar": ("centred",)}.get(_name, ()),
             group="comparison")
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
@@ -186,12 +189,12 @@ for _base in ("simclr", "moco"):
         if (_base, _arm) == ("simclr", "both"):
             continue
         declare(f"dualvar-{_base}_{_arm}", "07", "dualvar", title=f"{_base} " + ("alone" if _arm == "alone" else f"+ {_arm}"),
-                folder=f"07/{_base}_{_arm}", scores=("frozen", "reversal"), group="07",
+                folder=f"07/{_base}_{_arm}", scores=("frozen", "centred", "reversal"), group="07",
                 options={"base": _base, "rank": _rank, "coherent": _coherent,
                          **({"momentum": 0.99} if _base == "moco" else {})})
 for _arm, _both in (("alone", False), ("both", True)):
     declare(f"dualvar-residual_{_arm}", "07", "dualvar", title=f"simclr {'+ both' if _both else 'alone'}, residual",
-            folder=f"07/residual_{_arm}", scores=("frozen", "reversal"), group="07",
+            folder=f"07/residual_{_arm}", scores=("frozen", "centred", "reversal"), group="07",
             options={"base": "simclr", "rank": _both, "coherent": _both, "view": "residual"})
 # 08: BYOL without its predictor, without its EMA target, and with rho = 4 clips per video
 for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "no predictor", {"predictor": False}),
@@ -300,8 +303,7 @@ def run(name: str, mode: str | bool | None = None, *, runs: str | os.PathLike | 
     changed run is cached in a folder of its own beside the declared one."""
     s, mode = spec(name), mode_name(mode)
     config = budget(mode, **s.changes, seed=s.seed, **changes)
-    if s.method is not None:
-        config = replace(config, method=s.method, options=dict(s.options))
+    config = replace(config, method=s.method or config.method, options=dict(s.options))
     folder = None
     if s.folder:
         tag = "-".join(f"{k}{v}" for k, v in sorted(changes.items()))

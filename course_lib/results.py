@@ -10,11 +10,13 @@ a notebook that asks again reads it, unless the checkpoint changed.
 ``notebooks/results/<mode>/<run>.json``; ``python -m course_lib results --mode full`` does it for
 every run the cache holds, resumably (a file whose run has not changed is kept).
 
-Score groups (``SCORES``), each one function of a run's frozen backbone at the mode's budget:
+Score groups (``SCORES``), each one function of a run's frozen backbone at the mode's budget, read on the
+input the run was trained on (residual frames for a run with ``view="residual"``):
 
 * ``frozen``: retrieval R@1-50, the linear probe and kNN (notebooks 03-10);
 * ``attentive``: V-JEPA's attentive probe on every token (notebooks 09, 10);
 * ``iic_retrieval``: IIC's own retrieval feature, RGB, residual and merged (notebook 05);
+* ``centred``: retrieval with each set centred on its mean, as DualVar's code (notebook 07);
 * ``attributes``: linear probes of colour, shape, texture and background (notebook 10);
 * ``finetune``: notebook 10's fine-tuning recipe;
 * ``twin``: both sides of the static-bias twin (``evaluate.bias_probes``: notebooks 04, 10);
@@ -75,9 +77,15 @@ class Scoring:
     def backbone(self) -> torch.nn.Module:
         return self.once("backbone", self.run.backbone)
 
+    @property
+    def view(self) -> str:
+        """The input the run was trained on, "rgb" or "residual" (a ``view`` option): it is read on the same."""
+        return self.run.config.options.get("view", "rgb")
+
     def features(self) -> tuple:
         """(train features, train labels, test features, test labels) on the course's dataset."""
-        return self.once("features", lambda: frozen_features(self.backbone(), self.base, self.manifest, self.device))
+        return self.once("features", lambda: frozen_features(self.backbone(), self.base, self.manifest, self.device,
+                                                             view=self.view))
 
     def test_clips(self) -> torch.Tensor:
         return self.once("clips", lambda: test_centre_clips(self.base, self.manifest))
@@ -99,6 +107,12 @@ def _frozen(s: Scoring) -> dict:
     a, ya, b, yb = s.features()
     return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
             "knn": knn(a, ya, b, yb)["test_acc"]}
+
+
+@score_group("centred")
+def _centred(s: Scoring) -> dict:
+    """Retrieval with each set centred on its own mean, as DualVar's ``test_retrieval`` does."""
+    return {f"{k} centred": v for k, v in retrieval(*s.features(), ks=(1, 5, 10), center="each").items()}
 
 
 @score_group("iic_retrieval")
@@ -168,8 +182,7 @@ def _direction(s: Scoring) -> dict:
 
 @score_group("reversal")
 def _reversal(s: Scoring) -> dict:
-    view = s.run.config.options.get("view", "rgb")
-    return {"cos reversed": reversal_similarity(s.backbone(), s.test_clips(), device=s.device, view=view)}
+    return {"cos reversed": reversal_similarity(s.backbone(), s.test_clips(), device=s.device, view=s.view)}
 
 
 @score_group("collapse")
