@@ -132,7 +132,7 @@ def declare(name: str, notebook: str, method: str | None, *, title: str = "", fo
 # 3D CNN, and a random ViT for the masked methods) as the floor and supervised training as the ceiling
 FRONT = ("frozen", "attentive", "attributes", "finetune", "reversal")  # what notebook 10 reads of every backbone
 declare("random_init", "", None, title="random init",
-        scores=(*FRONT, "twin", "direction", "iic_retrieval", "centred"), group="baseline")
+        scores=(*FRONT, "twin", "direction", "iic_retrieval", "centred", "collapse"), group="baseline")
 declare("random_init-residual", "", None, title="random init, residual frames", options={"view": "residual"},
         scores=("frozen", "centred", "reversal"), group="baseline")
 declare("random_vit", "", None, title="random ViT", changes=VIT, scores=(*FRONT, "twin"), group="baseline")
@@ -156,7 +156,7 @@ for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     declare(_name, _nb, _method, title=_title, folder=f"{_nb}/{_folder}", options=_options, changes=_changes,
             scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier", "iic_retrieval", "centred"),
                                     "simclr": ("twin",), "moco": ("twin",), "iic": ("iic_retrieval",),
-                                    "dualvar": ("centred",)}.get(_name, ()),
+                                    "dualvar": ("centred",), "byol": ("collapse",)}.get(_name, ()),
             group="comparison")
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,

@@ -189,7 +189,7 @@ def _reversal(s: Scoring) -> dict:
 def _collapse(s: Scoring) -> dict:
     _, _, b, _ = s.features()
     out = {"feature rank": effective_rank(b).item()}
-    method = s.run.method()
+    method = s.run.method() if s.run.folder is not None else None  # a baseline has no heads
     if hasattr(method, "projector"):  # the online projections of the test videos' features: where BYOL's loss acts
         with torch.no_grad():
             z = method.projector.cpu()(b)
