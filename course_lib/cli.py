@@ -206,6 +206,10 @@ def _results(args) -> int:
         counts[status] = counts.get(status, 0) + 1
         print(f"{name}: {status}" + (f" {path} ({time.perf_counter() - t0:.0f} s)" if path else ""), file=sys.stderr,
               flush=True)
+    if args.doc:
+        from .results import write_report
+
+        write_report(args.doc, course.mode_name(args.mode))
     print(json.dumps({"mode": course.mode_name(args.mode), "runs": len(names), **counts}))
     return 0
 
@@ -301,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="all", help="comma-separated run names of course_lib.course (default: all)")
     p.add_argument("--train", action="store_true", help="train the runs the cache lacks (default: skip them)")
     p.add_argument("--force", action="store_true", help="measure again, even where a file matches its run")
+    p.add_argument("--doc", help="then write the report of the mode's result files into this markdown file "
+                                 "(docs/measurements.md)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_results)
 
