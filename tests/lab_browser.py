@@ -1,7 +1,7 @@
 """JupyterLab in headless Chromium: a server, a notebook page, cells run from the front end.
 
 ``tests/test_browser.py`` drives notebook 06's widgets with it; run as a script it refreshes
-the README's screenshots::
+the explorers' screenshots (notebooks/figures, linked from docs/setup.md)::
 
     python tests/lab_browser.py --screenshots notebooks/figures
 
@@ -163,32 +163,21 @@ def cell(page, index: int):
 
 
 def take_screenshots(out: Path) -> list[Path]:
-    """The README's pictures: notebook 06's two explorers, and notebook 04's results table after a
-    quick-mode run (executed with nbconvert first, then opened in JupyterLab)."""
+    """The pictures of notebook 06's two explorers, as the widgets draw them in JupyterLab (the static
+    figures the notebook shows without a live kernel are the widgets' own fallbacks)."""
     out.mkdir(parents=True, exist_ok=True)
     env = {"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}
     saved = []
-    with tempfile.TemporaryDirectory() as tmp:
-        executed = Path(tmp) / "04_contrastive_learning.ipynb"
-        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                        "--ExecutePreprocessor.timeout=-1", "--output-dir", tmp,
-                        str(ROOT / "notebooks" / executed.name)], env={**os.environ, **env}, check=True)
-        with jupyter_lab([ROOT / "notebooks" / "06_cvrl.ipynb", executed], env=env) as (base, token), \
-                browser_page(width=1400, height=900) as page:
-            open_notebook(page, base, token, "06_cvrl.ipynb")
-            for index, name in ((4, "augmentation_explorer.png"), (10, "sampler_explorer.png")):
-                run_cell(page, index, above=index == 4)
-                area = cell(page, index).locator(".jp-OutputArea")
-                area.locator(".jupyter-widgets img").first.wait_for(state="visible")
-                page.wait_for_timeout(1000)
-                area.screenshot(path=out / name)
-                saved.append(out / name)
-            open_notebook(page, base, token, executed.name)
-            results = cell(page, 20)  # the frozen-feature scores of random init, SimCLR, MoCo, supervised
-            results.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            results.screenshot(path=out / "contrastive_results.png")
-            saved.append(out / "contrastive_results.png")
+    with jupyter_lab([ROOT / "notebooks" / "06_cvrl.ipynb"], env=env) as (base, token), \
+            browser_page(width=1400, height=900) as page:
+        open_notebook(page, base, token, "06_cvrl.ipynb")
+        for index, name in ((4, "augmentation_explorer.png"), (10, "sampler_explorer.png")):
+            run_cell(page, index, above=index == 4)
+            area = cell(page, index).locator(".jp-OutputArea")
+            area.locator(".jupyter-widgets img").first.wait_for(state="visible")
+            page.wait_for_timeout(1000)
+            area.screenshot(path=out / name)
+            saved.append(out / name)
     return saved
 
 
@@ -196,6 +185,6 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--screenshots", type=Path, required=True, help="folder for the README's PNG files")
+    parser.add_argument("--screenshots", type=Path, required=True, help="folder for the PNG files")
     for path in take_screenshots(parser.parse_args().screenshots):
         print(f"{path}: {path.stat().st_size / 1024:.0f} KB")
