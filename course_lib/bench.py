@@ -1,6 +1,10 @@
 """Throughput measurements shared by notebook 01 and ``python -m course_lib bench``."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -9,18 +13,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .augment import (JITTER_OPS, AugmentConfig, augment, block_size, gaussian_blur, grayscale, resized_crop,
-                      torchvision_pipeline)
+from .augment import (JITTER_OPS, AugmentConfig, augment, block_size, crop_room, gaussian_blur, grayscale,
+                      resized_crop, torchvision_pipeline)
 from .augment import sample_params as augment_params
 
 from .data.dataset import ClipDataset
 from .data.manifest import Manifest, VideoEntry
 from .data.samplers import RandomClipSampler
 from .data.synth import CLASSES, PRESETS, render, sample_params
+from .methods import build_method, sampler_for
+from .models import create_model
 from .phases import PHASES, PhaseClock, phase_record
-from .runtime import AUTOCAST, autocast, synchronize
 from .machine import device_name
-from .video import decode_clips, decode_from_start, write_video
+from .runtime import AUTOCAST, autocast, synchronize
+from .train import use_channels_last
+from .video import decode_clips, decode_frames, decode_from_start, write_video
 
 
 def clip_decode_rate(manifest: Manifest, *, clip_len: int = 16, stride: int = 1, short_side: int | None = 128,
@@ -78,8 +85,6 @@ def jpeg_frames(manifest: Manifest, folder, *, short_side: int = 128, quality: i
     """Every video of ``manifest`` as a folder of JPEG frames (``image_00001.jpg``, ...), the layout the
     public IIC and DualVar code train from; returns (folder, frame count) per video."""
     from PIL import Image
-
-    from .video import decode_frames
 
     out = []
     for k, entry in enumerate(manifest):
@@ -252,11 +257,6 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
     counted once by ``torch.utils.flop_counter`` (eager, fp32); ``achieved_tflops`` divides
     them by the measured step time and ``ceiling_fraction`` by the GPU's bf16 peak.
     """
-    from .augment import crop_room
-    from .methods import build_method, sampler_for
-    from .models import create_model
-    from .train import use_channels_last
-
     dev = torch.device(device)
     torch.manual_seed(seed)
     m = build_method(method, create_model(model, width=width), num_classes=8, num_videos=max(64, batch),
@@ -316,11 +316,6 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
     takes the quick-mode budget instead of the full one. ``on_row(rows)`` is called after every run
     (the command line writes the rows so far to ``--out``, so a run cut off keeps what it measured).
     """
-    import json
-    import os
-    import subprocess
-    import sys
-
     driver = (Path(__file__).parent / "step_driver.py").read_text(encoding="utf-8")  # run as -c: the tree's course_lib
     rows = []
     for r in range(rounds):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .data import builtin_dataset, course_dataset
 from .experiment import RunConfig, load_backbone, load_method, pretrain
 from .machine import quick_mode, runs_root
 from .methods import method_class
@@ -254,8 +255,6 @@ class Run:
 
     def dataset(self):
         """The manifest it trains on: the course's dataset, or the built-in static-bias twin."""
-        from .data import builtin_dataset, course_dataset
-
         if self.spec.data == "twin":
             return builtin_dataset(self.mode == "quick", static_bias=1, progress=False)
         return course_dataset(self.mode == "quick", progress=False)

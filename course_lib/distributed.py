@@ -16,6 +16,7 @@ torch's version is not implemented; both compute the statistics over the global 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -188,8 +189,6 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``module``. Buffers (queues, banks, BatchNorm statistics) are synced
     once at the start and then stay equal by construction, so they are not broadcast every step."""
-    import inspect
-
     ddp = nn.parallel.DistributedDataParallel
     no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
                else {"broadcast_buffers": False})  # the newer name (torch >= 2.11) and the older one

@@ -43,7 +43,11 @@ from torch.utils.data import DataLoader
 from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames, reverse
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler
 from .data.synth import MIRRORED
+from .attentive import attentive_probe, extract_tokens
+from .machine import get_device
+from .methods import Supervised
 from .methods.common import accuracy, normalize
+from .train import train
 
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
 
@@ -199,9 +203,6 @@ def finetune(backbone: nn.Module, train_set, test_set, cfg, out, *, num_classes:
     ``augment="auto"`` is ``finetune_augment`` of ``train_set``'s classes: it flips only where a
     flip keeps the class. ``view="residual"`` trains and tests on residual frames.
     """
-    from .methods import Supervised
-    from .train import train
-
     if augment == "auto":
         augment = finetune_augment(train_set.manifest.classes)
     model = Supervised(backbone, num_classes, size=size, augment=augment if size else None, view=view)
@@ -257,8 +258,6 @@ def linear_eval(backbone: nn.Module, train_set, test_set, cfg, out, *, num_class
                 progress: bool = True, augment: AugmentConfig | str = "auto") -> dict:
     """Train ``FrozenLinear`` with ``course_lib.train`` (config ``cfg``), then test on every view of ``test_set``.
     ``augment="auto"``: ``LINEAR_EVAL_AUGMENT``, flipping only where a flip keeps ``train_set``'s classes."""
-    from .train import train
-
     if augment == "auto":
         augment = replace(LINEAR_EVAL_AUGMENT, flip=label_safe_flip(train_set.manifest.classes))
     model = FrozenLinear(backbone, num_classes, size=size, augment=augment)
@@ -304,8 +303,6 @@ def frozen_features(backbone: nn.Module, cfg, manifest: Manifest, device, *, fea
 def frozen_scores(backbone: nn.Module, cfg, manifest: Manifest, *, device=None, ks: tuple[int, ...] = (1, 5, 10),
                   feature: str = "pooled", view: str = "rgb", center: str = "none") -> dict:
     """Linear-probe accuracy and retrieval R@k (%) of a frozen backbone, from one feature extraction."""
-    from .machine import get_device
-
     a, ya, b, yb = frozen_features(backbone, cfg, manifest, get_device(device or cfg.device), feature=feature,
                                    view=view)
     return {"linear": linear_probe(a, ya, b, yb)["test_acc"], **retrieval(a, ya, b, yb, ks=ks, center=center)}
@@ -506,8 +503,6 @@ def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None, flip: float 
 def _attentive(ctx: EvalContext, *, probe_epochs: int = 20, probe_lr: float = 1e-3) -> dict:
     """V-JEPA's attentive probe (``course_lib.attentive``) on the frozen tokens of ``cfg.test_clips`` clips per
     video, the tokens of a video's clips pooled together."""
-    from .attentive import attentive_probe, extract_tokens
-
     cfg = ctx.cfg
     (a, ya), (b, yb) = (extract_tokens(ctx.backbone, eval_set(cfg, ctx.manifest, split), device=ctx.device,
                                        num_workers=cfg.num_workers, size=cfg.size) for split in ("train", "test"))

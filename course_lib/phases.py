@@ -23,6 +23,9 @@ import time
 import torch
 from torch import nn
 
+from .augment import VideoAugment
+from .methods.registry import Method
+
 PHASES = ("data", "transfer", "augment", "forward", "loss", "backward", "optimizer")
 INSIDE = ("augment", "forward", "loss")  # the phases of a method's forward, where its hooks mark
 
@@ -76,9 +79,6 @@ class PhaseClock:
         ``forward`` (their submodules too, so a network's own methods such as a ViT's ``tokens`` count),
         the method's code between them as ``loss``. A method inside a method (DualVar's MoCo) is looked
         into, not timed as a network. ``unwatch`` removes the hooks."""
-        from .augment import VideoAugment
-        from .methods.registry import Method
-
         seen: set[int] = set()
 
         def visit(module: nn.Module, phase: str | None) -> None:

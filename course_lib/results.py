@@ -92,14 +92,21 @@ class Scoring:
 
 
 SCORES: dict[str, Callable[[Scoring], dict]] = {}
+VERSIONS: dict[str, int] = {}  # a group's protocol version: a record measured with another one is measured again
 
 
-def score_group(name: str):
-    """Register a score group: ``fn(scoring) -> {score: value}``."""
+def score_group(name: str, version: int = 1):
+    """Register a score group: ``fn(scoring) -> {score: value}``. Raise ``version`` when its protocol changes, so
+    that cached records and result files measured the old way count as missing that group."""
     def add(fn):
-        SCORES[name] = fn
+        SCORES[name], VERSIONS[name] = fn, version
         return fn
     return add
+
+
+def _measured(record: dict) -> set[str]:
+    """The groups a record holds, measured with their current protocol."""
+    return {g for g, v in record.get("groups", {}).items() if VERSIONS.get(g) == v}
 
 
 @score_group("frozen")
@@ -252,7 +259,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
     record = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
     if record.get("identity") != identity:
         record = {}
-    missing = [g for g in groups if g not in record.get("groups", [])]
+    missing = [g for g in groups if g not in _measured(record)]
     if not missing:
         return record
     device = get_device(device or run.config.device)
@@ -268,7 +275,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
         "mode": run.mode, "seed": run.spec.seed, "data": run.spec.data,
         "config": {**asdict(run.config), **({"method_settings": resolved_options(run.spec.method, run.config.options)}
                                             if run.spec.method else {})},
-        "groups": [g for g in run.spec.scores if g in {*record.get("groups", []), *missing}],
+        "groups": {g: VERSIONS[g] for g in run.spec.scores if g in _measured(record) | set(missing)},
         "scores": scores, "test_videos": len(manifest.split("test")), "classes": len(manifest.classes),
         "log": log, "seconds": round(sum(r.get("seconds", 0.0) for r in log), 1),
         "eval_seconds": round(record.get("eval_seconds", 0.0) + time.perf_counter() - t0, 1), "identity": identity,
@@ -289,7 +296,7 @@ def write(name: str, mode: str | bool | None = None, *, train: bool = False, for
         return "not trained", None
     if path.exists() and not force and run.trained():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("identity") == _identity(run) and set(run.spec.scores) <= set(old.get("groups", [])):
+        if old.get("identity") == _identity(run) and set(run.spec.scores) <= _measured(old):
             return "kept", path
     record = measure(name, run.mode, train=train, progress=progress, run=run)
     _write_json(path, record)

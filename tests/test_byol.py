@@ -90,7 +90,7 @@ def test_rho_clips_every_pair_and_no_predictor():
         four(clips(rho=2))
     bare = tiny_byol(predictor=False)
     assert isinstance(bare.predictor, torch.nn.Identity)
-    with pytest.raises(ValueError, match="rho >= 2"):
+    with pytest.raises(ValueError, match="rho must be an integer >= 2"):
         tiny_byol(rho=1)
 
 

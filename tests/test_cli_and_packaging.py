@@ -96,7 +96,8 @@ def test_pretrain_and_evaluate_errors(tmp_path):
     r = run_cli("pretrain", "--method", "vcop", "--base", "moco", "--out", tmp_path)
     assert r.returncode == 2 and r.stderr.strip() == "error: --base only applies to the dualvar method, not vcop."
     r = run_cli("pretrain", "--method", "iic", "--out", tmp_path, "options.intra=flip")
-    assert r.returncode == 2 and r.stderr.startswith("error: IIC intra 'flip' is not one of")
+    assert r.returncode == 2 and r.stderr.startswith("error: setting options.intra='flip' is not allowed: iic's intra "
+                                                     "must be one of none, repeat, shuffle, reverse")
 
 
 def readme_commands():

@@ -72,7 +72,7 @@ moco["options"] = {**moco["options"], "base": "moco", "queue": 16384, "momentum"
                   "coherent_form": "queue"}
 EXPECTED["dualvar_r21d_moco_ucf101"] = EXPECTED["dualvar_r21d_moco_k400"] = moco
 # the small-scale settings that make a paper config run on the built-in dataset in seconds
-SMALL = ["width=0.125", "clip_len=4", "size=28", "batch_size=4", "epochs=1", "steps_per_epoch=1", "num_workers=0",
+SMALL = ["width=0.125", "clip_len=4", "size=32", "batch_size=4", "epochs=1", "steps_per_epoch=1", "num_workers=0",
          "test_clips=1", "amp=false", "channels_last=false"]
 
 
@@ -114,12 +114,12 @@ def test_r3d50_and_r21d_are_the_paper_sizes():
                                   "videomae_vitb_ucf101"])
 def test_config_runs_on_the_builtin_dataset_with_overrides(name, synth_quick, tmp_path, capsys):
     out = tmp_path / name
-    size = ["size=32"] if EXPECTED[name]["model"].startswith("vit") else []  # a ViT takes multiples of its patch
+    size = ["size=48"] if EXPECTED[name]["model"].startswith("vit") else []  # a ViT takes multiples of its patch
     assert main(["pretrain", "--config", name, "--data", str(synth_quick.root), "--out", str(out),
                  "--no-progress", *SMALL, *size]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["method"] == EXPECTED[name]["method"] and run["model"] == EXPECTED[name]["model"]
-    assert run["options"] == EXPECTED[name]["options"] and run["size"] == (32 if size else 28)  # overrides win
+    assert run["options"] == EXPECTED[name]["options"] and run["size"] == (48 if size else 32)  # overrides win
     assert (out / "checkpoint.pt").exists()
 
 
@@ -140,14 +140,14 @@ def test_evaluation_configs_layer_over_the_run_and_the_protocol(tmp_path, synth_
     assert main(["pretrain", "--config", "iic_r3d_ucf101", "--data", str(synth_quick.root), "--out", str(run),
                  "--no-progress", *SMALL, "options.negatives=8"]) == 0
     cfg = eval_config("retrieval", run)
-    assert (cfg.model, cfg.width, cfg.clip_len, cfg.size) == ("r3d_vcop", 0.125, 4, 28)
+    assert (cfg.model, cfg.width, cfg.clip_len, cfg.size) == ("r3d_vcop", 0.125, 4, 32)
     assert cfg.eval_options == {"feature": "iic", "merge": True}  # the IIC config's retrieval
     lin = eval_config("cvrl-linear", run, pairs=["batch_size=8", "epochs=40"])
     assert (lin.optimizer, lin.weight_decay, lin.lr, lin.warmup_epochs) == ("sgd", 0.0, 0.25, 2.0)
     assert eval_config("cvrl-linear", run, pairs=["lr=0.5"]).lr == 0.5  # what the user sets wins
     paper = eval_config("cvrl-linear", run, "cvrl_linear_eval_k600", ["epochs=2"])
     assert (paper.clip_len, paper.size, paper.lr, paper.epochs, paper.eval_options["test_size"]) == (32, 224, 32.0, 2, 256)
-    ft = eval_config("finetune", run, "iic_finetune_ucf101", ["clip_len=4", "size=28"])
+    ft = eval_config("finetune", run, "iic_finetune_ucf101", ["clip_len=4", "size=32"])
     assert (ft.lr, ft.weight_decay, ft.epochs, ft.eval_options["view"]) == (1e-3, 5e-4, 150, "residual")
     out = tmp_path / "retrieval.json"
     assert main(["evaluate", "--checkpoint", str(run), "--protocol", "retrieval", "--data", str(synth_quick.root),

@@ -194,8 +194,6 @@ def test_training_with_labels_flips_only_where_a_flip_keeps_the_class(tmp_path, 
     from types import SimpleNamespace
 
     import course_lib.evaluate as ev
-    import course_lib.methods as methods
-    import course_lib.train as train_module
     from course_lib.data import SYNTH_CLASSES
     from course_lib.evaluate import FINETUNE_AUGMENT, LINEAR_EVAL_AUGMENT, PROTOCOLS, finetune_augment, label_safe_flip
 
@@ -207,9 +205,9 @@ def test_training_with_labels_flips_only_where_a_flip_keeps_the_class(tmp_path, 
         assert PROTOCOLS[name].run.__kwdefaults__["flip"] is None
     # and so do the library functions by default: the augmentation each builds its classifier with
     built = []
-    monkeypatch.setattr(methods, "Supervised", lambda *a, **k: built.append(k["augment"]) or nn.Identity())
+    monkeypatch.setattr(ev, "Supervised", lambda *a, **k: built.append(k["augment"]) or nn.Identity())
     monkeypatch.setattr(ev, "FrozenLinear", lambda *a, **k: built.append(k["augment"]) or nn.Identity())
-    monkeypatch.setattr(train_module, "train", lambda *a, **k: {"device": "cpu", "final": {"acc": 0.0}})
+    monkeypatch.setattr(ev, "train", lambda *a, **k: {"device": "cpu", "final": {"acc": 0.0}})
     monkeypatch.setattr(ev, "classify", lambda *a, **k: 0.0)
     for classes, flip in ((SYNTH_CLASSES, 0.0), (["ApplyEyeMakeup", "Archery"], 0.5)):
         train_set = SimpleNamespace(manifest=SimpleNamespace(classes=classes))

@@ -1,4 +1,5 @@
 """Manifests, temporal samplers, the clip dataset and the built-in dataset."""
+from ..runtime import dataset_override
 from .dataset import ClipDataset
 from .manifest import (
     Manifest,
@@ -28,8 +29,6 @@ def builtin_dataset(quick: bool | None = None, *, static_bias: float = 0.0, prog
 def course_dataset(quick: bool | None = None, *, progress: bool = True) -> Manifest:
     """The dataset the notebooks train on: the prepared one named by ``$COURSE_DATASET`` (its classes and
     splits), else the built-in one."""
-    from ..runtime import dataset_override
-
     path = dataset_override()
     return Manifest.load(path) if path else builtin_dataset(quick, progress=progress)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime import default_workers
+from ..runtime import data_dir, default_workers
 from ..video import write_video
 from .manifest import Manifest, VideoEntry
 
@@ -308,8 +308,7 @@ def ensure(out: str | os.PathLike | None = None, *, quick: bool | None = None, c
     mode) of the course repository; its static-bias twin (``static_bias=P``, unless ``cfg``
     is given) under ``data/synth-biasP`` (``data/synth-quick-biasP``).
     """
-    from ..runtime import data_dir
-    from ..machine import quick_mode
+    from ..machine import quick_mode  # here, not above: machine imports the methods, which import this package
 
     quick = quick_mode() if quick is None else quick
     cfg = cfg or replace(PRESETS["quick" if quick else "default"], static_bias=static_bias)
