@@ -216,6 +216,9 @@ for _seed in (1, 2):
 for _seed in (1, 2, 3, 4):
     declare(f"random_init-seed{_seed}", "", None, title="random init", seed=_seed, scores=("frozen", "twin"),
             group="seeds")
+for _seed in (1, 2):  # IIC, the method that learns most here: how much of its score is the seed
+    declare(f"iic-seed{_seed}", "05", "iic", title="IIC", folder=f"05/seeds/iic-seed{_seed}", seed=_seed,
+            options=RUNS["iic"].options, scores=("frozen", "iic_retrieval"), group="seeds")
 # the pretraining flip (notebooks/ablations/pretrain_flip.py): each flipping method without its flip
 for _name in FLIPPING:
     _spec = RUNS[_name]

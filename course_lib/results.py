@@ -106,7 +106,8 @@ def score_group(name: str, version: int = 1):
 
 def _measured(record: dict) -> set[str]:
     """The groups a record holds, measured with their current protocol."""
-    return {g for g, v in record.get("groups", {}).items() if VERSIONS.get(g) == v}
+    groups = record.get("groups")
+    return {g for g, v in groups.items() if VERSIONS.get(g) == v} if isinstance(groups, dict) else set()
 
 
 @score_group("frozen")
