@@ -246,10 +246,10 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...] | None = None, train: bool = True,
-            device=None, progress: bool = False, run: course.Run | None = None) -> dict | None:
+            device=None, progress: bool = False, run: course.Run | None = None, fresh: bool = False) -> dict | None:
     """The record of run ``name`` at ``mode`` (see the module's docstring) with the score ``groups`` (default, and
-    at most: those its declaration names): read from the run's cache while its checkpoint is unchanged, the groups it lacks
-    measured and added. An untrained run is trained first with ``train``, else None."""
+    at most: those its declaration names): read from the run's cache while its checkpoint is unchanged (unless
+    ``fresh``), the groups it lacks measured and added. An untrained run is trained first with ``train``, else None."""
     run = run or course.run(name, mode)
     groups = tuple(g for g in (groups or run.spec.scores) if g in run.spec.scores)  # what the run declares
     if not run.trained():
@@ -258,7 +258,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
         run.train(progress=progress)
     cache, identity = _cache_file(run), _identity(run)
     record = json.loads(cache.read_text(encoding="utf-8")) if cache.exists() else {}
-    if record.get("identity") != identity:
+    if fresh or record.get("identity") != identity:
         record = {}
     missing = [g for g in groups if g not in _measured(record)]
     if not missing:
@@ -299,7 +299,7 @@ def write(name: str, mode: str | bool | None = None, *, train: bool = False, for
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("identity") == _identity(run) and set(run.spec.scores) <= _measured(old):
             return "kept", path
-    record = measure(name, run.mode, train=train, progress=progress, run=run)
+    record = measure(name, run.mode, train=train, progress=progress, run=run, fresh=force)
     _write_json(path, record)
     return "written", path
 
