@@ -97,6 +97,21 @@ def test_visible_and_masked_indices():
         visible_and_masked(torch.tensor([[True, False], [True, True]]))
 
 
+def test_block_size_floors_the_token_count_as_jepa():
+    """jepa's multiblock3d.py: spatial_num_keep = int(h * w * scale), then h = int(round(sqrt(keep * ar))),
+    w = int(round(sqrt(keep / ar))), each at most the frame's side; the aspect ratio drawn uniformly."""
+    import math
+    for grid in ((8, 8, 8), (4, 6, 6), (8, 14, 14)):
+        for scale in (0.15, 0.7):
+            for seed in range(20):
+                ar = 0.75 + torch.rand(1, generator=torch.Generator().manual_seed(seed)).item() * (1.5 - 0.75)
+                keep = int(grid[1] * grid[2] * scale)
+                official = (min(int(round(math.sqrt(keep * ar))), grid[1]), min(int(round(math.sqrt(keep / ar))), grid[2]))
+                assert block_size(grid, scale, (0.75, 1.5), torch.Generator().manual_seed(seed)) == official
+    # the float area gives larger blocks for some draws: 8 x 8 x 0.15 = 9.6 tokens at aspect 1.5 is 4 x 3, 9 is 4 x 2
+    assert block_size((2, 8, 8), 0.15, (1.5, 1.5)) == (4, 2)
+
+
 def test_multiblock_masks():
     """Each clip's mask is a union of ``blocks`` rectangles of the batch's one size, the same in every frame;
     trimming keeps the first K context and M target tokens of each clip, K and M the batch's smallest."""

@@ -48,14 +48,16 @@ MASK_FNS = {"tube": tube_mask, "random": random_mask}
 
 def block_size(grid: tuple[int, int, int], scale: float, aspect: tuple[float, float],
                generator: torch.Generator | None = None) -> tuple[int, int]:
-    """(height, width) in tokens of one block: ``scale`` of the h x w area, aspect ratio (h / w) drawn
-    uniformly from ``aspect``, as the public collator; at least 1 and at most the frame on each side."""
+    """(height, width) in tokens of one block, as jepa's ``_MaskGenerator._sample_block_size``
+    (``src/masks/multiblock3d.py``): the token count ``int(h * w * scale)``, floored before the sides are
+    taken, an aspect ratio (h / w) drawn uniformly from ``aspect``, each side rounded and at most the
+    frame's; at least 1 (where the floored count is 0, which jepa would make an empty block)."""
     _, h, w = grid
     lo, hi = aspect
     ratio = lo + torch.rand(1, generator=generator).item() * (hi - lo)
-    area = scale * h * w
-    bh = min(h, max(1, round(math.sqrt(area * ratio))))
-    bw = min(w, max(1, round(math.sqrt(area / ratio))))
+    tokens = int(h * w * scale)
+    bh = min(h, max(1, round(math.sqrt(tokens * ratio))))
+    bw = min(w, max(1, round(math.sqrt(tokens / ratio))))
     return bh, bw
 
 
