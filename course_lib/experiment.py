@@ -244,9 +244,11 @@ def pretrain(cfg: RunConfig, data: str | None, out: str | os.PathLike, *, progre
     return summary
 
 
-def load_backbone(checkpoint: str | os.PathLike, *, weights: bool = True) -> tuple[torch.nn.Module | None, RunConfig]:
-    """The backbone of a pretraining run, from its checkpoint and the run.json beside it (the config alone,
-    with ``weights=False``)."""
+def load_backbone(checkpoint: str | os.PathLike, *, weights: bool = True,
+                  network: str | None = None) -> tuple[torch.nn.Module | None, RunConfig]:
+    """The encoder a pretraining run is evaluated with, from its checkpoint and the run.json beside it (the
+    config alone, with ``weights=False``): the method's ``evaluated`` network (its ``backbone``; V-JEPA's EMA
+    ``target``, as jepa evaluates ``checkpoint_key: target_encoder``), or ``network`` if given."""
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / CHECKPOINT
@@ -259,7 +261,10 @@ def load_backbone(checkpoint: str | os.PathLike, *, weights: bool = True) -> tup
         return None, cfg
     backbone = backbone_from(cfg)
     state = load_checkpoint(checkpoint)["method"]
-    weights = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    prefix = (network or method_class(cfg.method).evaluated) + "."
+    weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{checkpoint}: holds no network {prefix[:-1]!r} (method {cfg.method}).")
     backbone.load_state_dict(weights, strict=True)
     return backbone, cfg
 

@@ -289,3 +289,23 @@ def test_masked_pretraining_and_the_attentive_probe_from_the_command_line(tmp_pa
     assert json.loads(cnn.read_text())["tokens_per_clip"] == 1 * 2 * 2  # r3d_vcop: T / 8 x H / 16 x W / 16
     assert main(["pretrain", "--method", "videomae", "--out", str(tmp_path / "bad"), "model=r3d_vcop"]) == 2
     assert "method videomae needs a ViT backbone" in capsys.readouterr().err
+
+
+def test_vjepa_is_evaluated_with_its_ema_target_encoder(tmp_path, synth_quick):
+    """jepa's frozen evaluation loads ``checkpoint_key: target_encoder`` (configs/evals/vitl16_k400_16x8x3.yaml): the
+    EMA encoder, not the online one; ``network="backbone"`` still reads the online one."""
+    from course_lib.course import default_config
+    from course_lib.experiment import load_backbone, pretrain
+    from course_lib.train import load_checkpoint
+
+    cfg = default_config(True, method="vjepa", model="vit_course", width=0.25, clip_len=4, size=32, batch_size=4,
+                         epochs=1, steps_per_epoch=2, num_workers=0, options={"predictor_depth": 1})
+    pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")["method"]
+    target, _ = load_backbone(tmp_path)
+    online, _ = load_backbone(tmp_path, network="backbone")
+    for name, value in target.state_dict().items():
+        torch.testing.assert_close(value, state[f"target.{name}"])
+    assert any(not torch.equal(online.state_dict()[n], v) for n, v in target.state_dict().items())
+    with pytest.raises(ValueError, match="holds no network 'predictor_head'"):
+        load_backbone(tmp_path, network="predictor_head")

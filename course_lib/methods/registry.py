@@ -46,6 +46,7 @@ class Method(nn.Module):
     clips_per_video: ClassVar[int] = 1  # for the default sampler
     vit_only: ClassVar[bool] = False
     option_rules: ClassVar[dict[str, Rule | Callable[[str, Any], Any]]] = {}  # option -> rule (settings.py)
+    evaluated: ClassVar[str] = "backbone"  # the network its frozen evaluation reads (a module of the method)
 
     @classmethod
     def sampler(cls, *, clip_len: int, stride: int = 1):

@@ -54,6 +54,7 @@ class VJEPA(Method):
     option_rules = {"predictor_depth": integer(1), "predictor_dim": integer(1, optional=True),
                     "momentum_horizon": number(above=0)}
     vit_only = True
+    evaluated = "target"  # jepa's frozen evaluation reads the EMA target encoder (checkpoint_key: target_encoder)
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = JEPA_AUGMENT,
                  masks: tuple = ((8, 0.15), (2, 0.7)), aspect: tuple[float, float] = (0.75, 1.5),
