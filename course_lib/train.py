@@ -49,8 +49,11 @@ OPTIMIZERS = {  # name -> (parameters, TrainConfig) -> optimiser
 
 
 def _cosine(step: int, steps_per_epoch: int, cfg: "TrainConfig", warmup: float) -> float:
+    """A half cosine from 1 to 0: after the warm-up, or (``cosine_after_warmup=False``, SlowFast's
+    ``COSINE_AFTER_WARMUP: False``) over the whole run, the warm-up included."""
     total = cfg.epochs * steps_per_epoch
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    offset = warmup if cfg.cosine_after_warmup else 0.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - offset) / max(1, total - offset))))
 
 
 def _multistep(step: int, steps_per_epoch: int, cfg: "TrainConfig", warmup: float) -> float:
@@ -78,6 +81,7 @@ class TrainConfig(Checked):
     weight_decay_on: str = "all"  # "all" parameters, or "kernels": conv and linear weights only (CVRL's code)
     schedule: str = "cosine"  # a key of SCHEDULES: "cosine", "multistep" or "constant"
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+    cosine_after_warmup: bool = True  # False: the cosine spans the warm-up too, which ends at its value there (SlowFast)
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
     gamma: float = 0.1
     num_workers: int = 2  # DataLoader worker processes
@@ -86,7 +90,8 @@ class TrainConfig(Checked):
     channels_last: bool = True  # channels_last_3d weights and inputs: faster 3D convolutions (README, "Speed")
     compile: bool = False  # torch.compile the backbone
     steps_per_epoch: int | None = None  # cap, for quick runs
-    grad_clip: float | None = None  # clip the gradient norm to this value
+    grad_clip: float | None = None  # clip the gradient norm of each of the method's clip_groups() to this value
+    grad_clip_after_warmup: bool = False  # True: clip only once the warm-up is over (jepa's train.py)
     log_every: int = 10  # steps between reads of the logs on the host (the loop's only device syncs)
 
     RULES = {
@@ -96,6 +101,7 @@ class TrainConfig(Checked):
         "milestones": int_list(0, example="[120, 160]"), "gamma": number(above=0),
         "num_workers": integer(0), "seed": integer(0, 2 ** 32 - 1), "amp": flag(), "channels_last": flag(),
         "compile": flag(), "steps_per_epoch": integer(1, optional=True), "grad_clip": number(above=0, optional=True),
+        "cosine_after_warmup": flag(), "grad_clip_after_warmup": flag(),
         "log_every": integer(1),
     }
 
@@ -103,8 +109,9 @@ class TrainConfig(Checked):
 def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate at optimiser step ``step``: linear warm-up, then ``cfg.schedule``."""
     warmup = cfg.warmup_epochs * steps_per_epoch
-    if step < warmup:
-        return (step + 1) / warmup
+    if step < warmup:  # linear from 0 to the schedule's value at the warm-up's end (1 unless the cosine spans it)
+        end = 1.0 if cfg.cosine_after_warmup else SCHEDULES[cfg.schedule](warmup, steps_per_epoch, cfg, warmup)
+        return (step + 1) / warmup * end
     return SCHEDULES[cfg.schedule](step, steps_per_epoch, cfg, warmup)
 
 
@@ -235,6 +242,9 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the dataset ({len(dataset)} videos).")
     steps = min(steps, cfg.steps_per_epoch or steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg))
+    warmup_steps = cfg.warmup_epochs * steps
+    groups = method.clip_groups() if hasattr(method, "clip_groups") else [method.parameters()]
+    clip_groups = [[p for p in group if p.requires_grad] for group in groups]
     start_epoch, history = 0, []
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
@@ -292,8 +302,9 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 clock.mark("optimizer")
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                if cfg.grad_clip and (epoch * steps + step >= warmup_steps or not cfg.grad_clip_after_warmup):
+                    for group in clip_groups:  # one norm per group (V-JEPA: encoder and predictor apart)
+                        torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 for k, v in logs.items():  # summed where they are: device tensors stay on the device

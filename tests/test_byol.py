@@ -81,6 +81,21 @@ def test_the_target_is_an_ema_of_the_online_network():
                                                                         same.backbone.parameters()))
 
 
+def test_the_target_projects_each_clip_in_its_own_pass():
+    """SlowFast's rho-BYOL (CONTRASTIVE.SEQUENTIAL: True) computes each clip's target keys in a pass of its own
+    (compute_key_feat with batched_inference=False for rho >= 2), so the target's BatchNorm, in training mode,
+    normalises one view of every video at a time, not all rho x B clips together."""
+    byol = tiny_byol(rho=3, augment=FIXED).train()
+    views = [torch.randn(6, 3, 4, 28, 28, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    got = byol.targets(views)
+    with torch.no_grad():
+        own = torch.stack([byol.target_projector(byol.target_backbone(v)) for v in views])
+        joint = byol.target_projector(byol.target_backbone(torch.cat(views))).view(3, 6, -1)
+    assert got.shape == (3, 6, 16)
+    torch.testing.assert_close(got, own)
+    assert not torch.allclose(got, joint, atol=1e-4)  # one joint pass would share the BatchNorm statistics
+
+
 def test_rho_clips_every_pair_and_no_predictor():
     four = tiny_byol(rho=4, augment=FIXED)
     assert sampler_for("byol", clip_len=4, rho=4).num_clips == 4

@@ -89,3 +89,14 @@ def test_light_backbones_give_512_features():
 def test_unknown_model_is_one_clear_error():
     with pytest.raises(ValueError, match=r"unknown model 'resnet9000'; choose one of: c3d, .*s3d"):
         create_model("resnet9000")
+
+
+@pytest.mark.parametrize("name", ["r3d_50", "slow_r50"])
+def test_resnet50_bottlenecks_start_with_every_batchnorm_at_one(name):
+    """Neither official code zero-initialises the last BatchNorm of a bottleneck (TF Model Garden's
+    BottleneckBlock3D ``_norm3``; SlowFast ``ZERO_INIT_FINAL_BN: False`` for rho-BYOL); the switch does."""
+    from course_lib.models.r3d50 import Bottleneck3D
+    blocks = [m for m in create_model(name, width=0.125).modules() if isinstance(m, Bottleneck3D)]
+    assert len(blocks) == 16 and all(bool((b.bn_c.weight == 1).all()) for b in blocks)
+    zeroed = [m for m in create_model(name, width=0.125, zero_init_residual=True).modules() if isinstance(m, Bottleneck3D)]
+    assert all(bool((b.bn_c.weight == 0).all()) and bool((b.bn_b.weight == 1).all()) for b in zeroed)

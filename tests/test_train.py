@@ -79,6 +79,46 @@ def test_lr_schedules():
         TrainConfig(schedule="linear")
 
 
+def test_the_cosine_may_span_the_warm_up_as_slowfast():
+    """SlowFast's lr_policy.py with COSINE_AFTER_WARMUP False (rho-BYOL): lr_func_cosine(e) = end + (base - end) *
+    (cos(pi * e / max_epoch) + 1) / 2 over the whole run, and a linear warm-up to its value at WARMUP_EPOCHS."""
+    base, epochs, warm, per_epoch = 0.6, 200, 35, 10
+    cfg = TrainConfig(epochs=epochs, lr=base, warmup_epochs=warm, schedule="cosine", cosine_after_warmup=False)
+
+    def slowfast(e):  # get_lr_at_epoch, COSINE_END_LR 0 and WARMUP_START_LR 0 (the course warms up from 0)
+        cosine = lambda x: base * (math.cos(math.pi * x / epochs) + 1) * 0.5
+        return e * cosine(warm) / warm if e < warm else cosine(e)
+
+    for step in (0, 10, 349, 350, 1000, 1999):
+        e = (step + 1 if step < warm * per_epoch else step) / per_epoch  # the course's warm-up counts the step taken
+        assert base * lr_factor(step, per_epoch, cfg) == pytest.approx(slowfast(e), rel=1e-9)
+    assert base * lr_factor(100 * per_epoch, per_epoch, cfg) == pytest.approx(0.300, abs=5e-4)  # issue 32: 0.300
+    after = TrainConfig(epochs=epochs, lr=base, warmup_epochs=warm, schedule="cosine")  # the course's own form
+    assert base * lr_factor(100 * per_epoch, per_epoch, after) == pytest.approx(0.398, abs=5e-4)  # and 0.398
+
+
+def test_gradients_are_clipped_per_group_and_after_the_warm_up_where_asked(tmp_path, synth_quick, monkeypatch):
+    """jepa's app/vjepa/train.py clips the encoder and the predictor apart, once the warm-up is over."""
+    calls = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, norm: calls.append(len(list(params))) or
+                        torch.tensor(0.0))
+    torch.manual_seed(0)
+    vit = create_model("vit_course", width=0.25)
+    jepa = build_method("vjepa", vit, size=32, predictor_depth=1)
+    groups = jepa.clip_groups()
+    assert [len(list(g)) for g in groups] == [len(list(jepa.backbone.parameters())), len(list(jepa.predictor.parameters()))]
+    ds = ClipDataset(synth_quick, sampler_for("vjepa", clip_len=4), split="train", size=(36, 36))
+    cfg = TrainConfig(epochs=2, batch_size=4, steps_per_epoch=2, num_workers=0, warmup_epochs=1, grad_clip=10.0,
+                      grad_clip_after_warmup=True, optimizer="adamw", lr=1e-4)
+    train(jepa, ds, cfg, tmp_path, progress=False)
+    trainable = [len([p for p in g if p.requires_grad]) for g in (jepa.backbone.parameters(), jepa.predictor.parameters())]
+    assert calls == trainable * 2  # the second epoch's two steps only, two groups each
+    calls.clear()
+    train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), dataclasses.replace(
+        cfg, grad_clip_after_warmup=False, optimizer="sgd"), tmp_path / "rotation", progress=False)
+    assert len(calls) == 4  # every step, one group: the whole method
+
+
 def run(manifest, out, **kwargs):
     torch.manual_seed(123)  # a model initialised the same way in every run
     method = build_method("rotation", tiny_backbone())

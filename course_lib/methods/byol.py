@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from ..augment import AugmentConfig, VideoAugment
@@ -55,6 +54,13 @@ class BYOL(Method):
     def set_progress(self, progress: float) -> None:
         self.momentum = cosine_momentum(self.base_momentum, progress) if self.base_momentum else 0.0
 
+    @torch.no_grad()
+    def targets(self, views: list) -> torch.Tensor:
+        """The target network's projection of each clip, one pass per clip: its BatchNorm sees one view of every
+        video at a time, as SlowFast's rho-BYOL (``CONTRASTIVE.SEQUENTIAL: True`` makes ``contrastive_forward``
+        call ``compute_key_feat`` with ``batched_inference=False`` for rho >= 2). rho x B x dim."""
+        return torch.stack([self.target_projector(self.target_backbone(v)) for v in views])
+
     def forward(self, batch: dict):
         clips = batch["clips"]  # B x rho x C x T x H x W, uint8
         if clips.shape[1] != self.rho:
@@ -65,8 +71,7 @@ class BYOL(Method):
         with torch.no_grad():
             momentum_update(self.target_backbone, self.backbone, self.momentum)
             momentum_update(self.target_projector, self.projector, self.momentum)
-            z = self.target_projector(self.target_backbone(torch.cat(views)))  # (rho B) x dim, one batch
-            z = rearrange(z, "(s b) d -> s b d", s=self.rho)
+            z = self.targets(views)  # rho x B x dim
         loss = byol_loss(p, z)
         return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(p[0], z[1]),
                       "momentum": self.momentum, "std": embedding_std(gather_no_grad(z[0]))}  # 0: collapsed

@@ -58,6 +58,11 @@ class Method(nn.Module):
         """Why clips of ``clip_len`` frames cannot train this method with ``options``, or None."""
         return None
 
+    def clip_groups(self) -> list:
+        """The parameter groups whose gradient norms are clipped one by one (``TrainConfig.grad_clip``): all of
+        them together, unless a method's official code clips its networks apart."""
+        return [self.parameters()]
+
     def set_progress(self, progress: float) -> None:
         """Called by the training loop before every step with the share of training done (0 to 1), so that
         a schedule inside a method (BYOL's EMA momentum) follows it and resumes exactly."""

@@ -79,6 +79,10 @@ class VJEPA(Method):
         self.base_momentum, self.horizon = momentum, momentum_horizon
         self.momentum = momentum  # this step's, set from the training progress (so a resumed run has it too)
 
+    def clip_groups(self) -> list:
+        """The encoder and the predictor, clipped apart (jepa ``app/vjepa/train.py``: one ``clip_grad_norm_`` each)."""
+        return [self.backbone.parameters(), self.predictor.parameters()]
+
     def set_progress(self, progress: float) -> None:
         self.momentum = linear_momentum(self.base_momentum, 1.0, progress, self.horizon)
 

@@ -10,6 +10,11 @@ res4-res5 (in the first 1x1 of each bottleneck); no further temporal down-sampli
 31.7M parameters at width 1 (without a classifier). ``stem_temporal_stride=1`` keeps every
 time step (twice the compute), the form of earlier versions of this course.
 ``slow_r50`` is the Slow pathway of SlowFast (rho-BYOL's backbone): a 1x7x7 stem, no temporal stride.
+
+Every BatchNorm starts at scale 1, the last of each bottleneck included, as both official codes do
+(TF Model Garden ``nn_blocks_3d.BottleneckBlock3D``: ``_norm3`` with the default initialiser; SlowFast:
+``ZERO_INIT_FINAL_BN`` False in the rho-BYOL configs). ``zero_init_residual=True`` starts each residual
+branch at zero instead (Goyal et al. 2017), the form of earlier versions of this course.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from .registry import Backbone, head, register, scaled
 class Bottleneck3D(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, *, temporal_kernel: int, stride: int = 1):
+    def __init__(self, inplanes: int, planes: int, *, temporal_kernel: int, stride: int = 1, zero_init: bool = False):
         super().__init__()
         out = planes * self.expansion
         t = temporal_kernel
@@ -32,7 +37,8 @@ class Bottleneck3D(nn.Module):
         self.bn_b = nn.BatchNorm3d(planes)
         self.conv_c = nn.Conv3d(planes, out, kernel_size=1, bias=False)
         self.bn_c = nn.BatchNorm3d(out)
-        nn.init.zeros_(self.bn_c.weight)  # each residual branch starts as the identity
+        if zero_init:
+            nn.init.zeros_(self.bn_c.weight)  # each residual branch starts as the identity
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = None
         if stride != 1 or inplanes != out:
@@ -48,7 +54,8 @@ class Bottleneck3D(nn.Module):
 
 class R3D50(Backbone):
     def __init__(self, *, num_classes: int | None = None, width: float = 1.0, depth=(3, 4, 6, 3),
-                 temporal_kernels=(1, 1, 3, 3), stem_temporal_kernel: int = 5, stem_temporal_stride: int = 2):
+                 temporal_kernels=(1, 1, 3, 3), stem_temporal_kernel: int = 5, stem_temporal_stride: int = 2,
+                 zero_init_residual: bool = False):
         super().__init__()
         c = scaled(64, width)
         t = stem_temporal_kernel
@@ -60,9 +67,11 @@ class R3D50(Backbone):
         stages, inplanes = [], c
         for i, (blocks, tk) in enumerate(zip(depth, temporal_kernels)):
             planes = scaled(64 * 2**i, width)
-            layer = [Bottleneck3D(inplanes, planes, temporal_kernel=tk, stride=1 if i == 0 else 2)]
+            layer = [Bottleneck3D(inplanes, planes, temporal_kernel=tk, stride=1 if i == 0 else 2,
+                                  zero_init=zero_init_residual)]
             inplanes = planes * Bottleneck3D.expansion
-            layer += [Bottleneck3D(inplanes, planes, temporal_kernel=tk) for _ in range(1, blocks)]
+            layer += [Bottleneck3D(inplanes, planes, temporal_kernel=tk, zero_init=zero_init_residual)
+                      for _ in range(1, blocks)]
             stages.append(nn.Sequential(*layer))
         self.res2, self.res3, self.res4, self.res5 = stages
         self.feature_dim = inplanes
