@@ -16,6 +16,7 @@ It works for any backbone: a ViT's tokens, or a 3D CNN's last feature map read a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .augment import center_crop
+from .augment import AugmentConfig, augment, center_crop
 from .methods.common import normalize
 from .models.vit import init_weights
 
@@ -128,3 +129,136 @@ def attentive_probe(train_tokens, train_labels, test_tokens, test_labels, *, epo
                           for i in range(0, len(xt), batch_size)])
     return {"test_acc": 100 * (pred == test_labels).float().mean().item(),
             "train_acc_last_epoch": 100 * correct / max(1, seen)}
+
+
+# ------------------------------------------------------------------------------ V-JEPA's own training recipe
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """How jepa trains and tests its attentive probe (``evals/video_classification_frozen/eval.py`` and ``utils.py``;
+    ``configs/evals/vitl16_k400_16x8x3.yaml``). Named departures: torchvision's RandAugment (``num_ops`` ops of
+    magnitude ``magnitude``) for timm's ``rand-m7-n4-mstd0.5-inc1``, whose magnitude jitters around 7, and a rejected
+    erasing box stays un-erased after 10 tries, as timm's."""
+
+    epochs: int = 20
+    segments: int = 8  # clips per video, drawn again every epoch (num_segments), their tokens attended together
+    views: int = 3  # spatial views per test clip (num_views_per_segment), softmax averaged
+    batch_size: int = 256  # 4 per GPU x 64 GPUs
+    lr: float = 1e-3  # start_lr = lr = 1e-3, warm-up 0, cosine to final_lr
+    final_lr: float = 0.0
+    weight_decay: float = 0.01  # cosine to final_weight_decay; none on biases and 1-D parameters
+    final_weight_decay: float = 1e-6
+    clip_norm: float = 1.0
+    scale: tuple[float, float] = (0.08, 1.0)  # random resized crop, no flip
+    ratio: tuple[float, float] = (0.75, 4 / 3)
+    num_ops: int = 4
+    magnitude: int = 7
+    erase: float = 0.25  # random erasing per frame, filled with normal noise ("pixel" mode)
+
+
+def random_erase(x: torch.Tensor, p: float, g: torch.Generator | None = None, *, area=(0.02, 1 / 3),
+                 aspect=(0.3, 1 / 0.3), tries: int = 10) -> torch.Tensor:
+    """timm's ``RandomErasing(mode="pixel", max_count=1)`` on every frame of N x C x T x H x W on its own: with
+    probability ``p`` a box of ``area`` of the frame and log-uniform ``aspect`` is filled with N(0, 1) noise."""
+    n, c, t, h, w = x.shape
+    frames = n * t
+    hit = torch.rand(frames, generator=g) < p
+    bh = bw = torch.zeros(frames, dtype=torch.long)
+    found = torch.zeros(frames, dtype=torch.bool)
+    for _ in range(tries):  # as timm: try again while the box does not fit
+        target = (area[0] + torch.rand(frames, generator=g) * (area[1] - area[0])) * h * w
+        ar = torch.exp(math.log(aspect[0]) + torch.rand(frames, generator=g) * (math.log(aspect[1]) - math.log(aspect[0])))
+        th, tw = (target * ar).sqrt().round().long(), (target / ar).sqrt().round().long()
+        fits = (th < h) & (tw < w) & ~found
+        bh, bw = torch.where(fits, th, bh), torch.where(fits, tw, bw)
+        found |= fits
+    hit &= found
+    top = (torch.rand(frames, generator=g) * (h - bh + 1).clamp_min(1)).long()
+    left = (torch.rand(frames, generator=g) * (w - bw + 1).clamp_min(1)).long()
+    rows, cols = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    box = ((rows >= top[:, None, None]) & (rows < (top + bh)[:, None, None]) & (cols >= left[:, None, None])
+           & (cols < (left + bw)[:, None, None]) & hit[:, None, None])  # (N T) x H x W
+    box = rearrange(box, "(n t) h w -> n 1 t h w", n=n).to(x.device)
+    noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    return torch.where(box, noise, x)
+
+
+def recipe_views(clips: torch.Tensor, size: int, recipe: ProbeRecipe, g: torch.Generator) -> torch.Tensor:
+    """Training views of uint8 clips N x C x T x H x W, as jepa's ``VideoTransform``: RandAugment (one draw per
+    clip, every frame alike), a random resized crop to ``size`` (no flip), normalisation, random erasing."""
+    from torchvision.transforms import v2  # here: torchvision costs a second at import
+
+    randaug = v2.RandAugment(num_ops=recipe.num_ops, magnitude=recipe.magnitude)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=g)))  # RandAugment draws from torch's RNG
+        clips = torch.stack([rearrange(randaug(rearrange(c, "c t h w -> t c h w")), "t c h w -> c t h w")
+                             for c in clips])
+    crop = AugmentConfig(size=size, crop="resized", scale=recipe.scale, ratio=recipe.ratio, flip=0.0, jitter=0.0,
+                         grayscale=0.0, blur=0.0, solarize=0.0)
+    return random_erase(normalize(augment(clips, crop, g)), recipe.erase, g)
+
+
+def attentive_probe_recipe(backbone: nn.Module, train_set, test_set, *, size: int, recipe: ProbeRecipe = ProbeRecipe(),
+                           heads: int | None = None, seed: int = 0, device="cpu") -> dict[str, float]:
+    """Accuracy (%) of an attentive probe trained as V-JEPA trains it (``ProbeRecipe``): every epoch draws new clips
+    (``train_set`` yields ``recipe.segments`` random clips per video, decoded larger than ``size``), augments them and
+    encodes them with the frozen backbone; AdamW with a cosine learning rate and weight decay, gradients clipped.
+    ``test_set`` yields ``recipe.segments`` clips x ``recipe.views`` spatial views per video (``crops=3``); the
+    probe reads each view's segments together and their softmax is averaged."""
+    g = torch.Generator().manual_seed(seed)
+    backbone = backbone.to(device).eval()
+    num_classes = len(train_set.manifest.classes)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        dim = clip_tokens(backbone, next(iter(DataLoader(test_set, batch_size=1)))["clips"][0, :1].to(device)).shape[-1]
+        probe = AttentiveProbe(dim, num_classes, heads=heads).to(device)
+    decay = [p for p in probe.parameters() if p.ndim > 1]
+    opt = torch.optim.AdamW([{"params": decay}, {"params": [p for p in probe.parameters() if p.ndim <= 1],
+                                                 "weight_decay": 0.0, "no_decay": True}], lr=recipe.lr)
+    steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+
+    def cosine(start, end, step):
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+    step = 0
+    correct = seen = 0
+    for epoch in range(recipe.epochs):
+        train_set.set_epoch(epoch)  # new clips every epoch
+        probe.train()
+        correct = seen = 0
+        order = torch.randperm(len(train_set), generator=g).tolist()
+        for first in range(0, len(order), recipe.batch_size):
+            for group in opt.param_groups:  # jepa steps its schedulers before each step
+                group["lr"] = cosine(recipe.lr, recipe.final_lr, step + 1)
+                if not group.get("no_decay"):
+                    group["weight_decay"] = cosine(recipe.weight_decay, recipe.final_weight_decay, step + 1)
+            batch = [train_set[i] for i in order[first:first + recipe.batch_size]]
+            clips = torch.stack([b["clips"] for b in batch])  # B x S x C x T x H x W uint8
+            labels = torch.tensor([b["label"] for b in batch])
+            b = clips.shape[0]
+            views = recipe_views(rearrange(clips, "b s c t h w -> (b s) c t h w"), size, recipe, g).to(device)
+            with torch.no_grad():
+                tokens = rearrange(backbone.forward_features(views), "(b s) d t h w -> b (s t h w) d", b=b)
+            logits = probe(tokens)
+            loss = F.cross_entropy(logits, labels.to(device))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(probe.parameters(), recipe.clip_norm)
+            opt.step()
+            step += 1
+            correct += (logits.argmax(1).cpu() == labels).sum().item()
+            seen += b
+    probe.eval()
+    hits = []
+    with torch.no_grad():
+        for batch in DataLoader(test_set, batch_size=8):
+            clips = batch["clips"].to(device)  # B x (S V) x C x T x s x s, the V crops of clip i at V i ... V i + V - 1
+            b = clips.shape[0]
+            x = normalize(rearrange(clips, "b sv c t h w -> (b sv) c t h w").float() / 255)
+            if x.shape[-1] > size:
+                x = center_crop(x, size)
+            tokens = rearrange(backbone.forward_features(x), "(b s v) d t h w -> b v (s t h w) d", b=b, v=recipe.views)
+            probs = torch.stack([probe(tokens[:, v]).softmax(1) for v in range(recipe.views)]).mean(0)  # B x K
+            hits.append((probs.argmax(1).cpu() == batch["label"]))
+    return {"test_acc": 100 * torch.cat(hits).float().mean().item(), "train_acc_last_epoch": 100 * correct / max(1, seen),
+            "steps": step}

@@ -136,7 +136,8 @@ declare("random_init", "", None, title="random init",
         scores=(*FRONT, "twin", "direction", "iic_retrieval", "centred", "collapse"), group="baseline")
 declare("random_init-residual", "", None, title="random init, residual frames", options={"view": "residual"},
         scores=("frozen", "centred", "reversal"), group="baseline")
-declare("random_vit", "", None, title="random ViT", changes=VIT, scores=(*FRONT, "twin"), group="baseline")
+MASKED = ("attentive_recipe", "attentive_control")  # notebook 09 reads the ViTs with both attentive probes
+declare("random_vit", "", None, title="random ViT", changes=VIT, scores=(*FRONT, "twin", *MASKED), group="baseline")
 _COMPARED = [  # name, notebook, folder, method, options, changes, title
     ("rotation", "03", "rotation", "rotation", {}, {}, "rotation"),
     ("vcop", "03", "vcop", "vcop", {}, {"stride": 1}, "VCOP"),  # three clips and two gaps must fit in a video
@@ -157,7 +158,8 @@ for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     declare(_name, _nb, _method, title=_title, folder=f"{_nb}/{_folder}", options=_options, changes=_changes,
             scores=FRONT + extra + {"cvrl": ("cvrl_linear",), "supervised": ("classifier", "iic_retrieval", "centred"),
                                     "simclr": ("twin",), "moco": ("twin",), "iic": ("iic_retrieval",),
-                                    "dualvar": ("centred",), "byol": ("collapse",)}.get(_name, ()),
+                                    "dualvar": ("centred",), "byol": ("collapse",), "videomae": MASKED,
+                                    "vjepa": MASKED}.get(_name, ()),
             group="comparison")
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
@@ -207,7 +209,7 @@ for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "
 for _name, _folder, _title, _options in (("videomae-random", "videomae_random", "random 0.9", {"masking": "random"}),
                                          ("videomae-ratio75", "videomae_ratio75", "tube 0.75", {"mask_ratio": 0.75})):
     declare(_name, "09", "videomae", title=_title, folder=f"09/{_folder}", options=_options, changes=VIT,
-            scores=("frozen", "attentive"), group="09")
+            scores=("frozen", "attentive", *MASKED), group="09")
 # seeds (notebooks/ablations/twin_seeds.py): SimCLR on both datasets and random inits, for the noise band
 for _seed in (1, 2):
     for _data, _prefix in (("plain", ""), ("twin", "twin-")):
@@ -216,6 +218,9 @@ for _seed in (1, 2):
 for _seed in (1, 2, 3, 4):
     declare(f"random_init-seed{_seed}", "", None, title="random init", seed=_seed, scores=("frozen", "twin"),
             group="seeds")
+for _seed in (1, 2):  # the random ViT: how much of its attentive probe is the draw
+    declare(f"random_vit-seed{_seed}", "", None, title="random ViT", changes=VIT, seed=_seed,
+            scores=("frozen", "attentive", *MASKED), group="seeds")
 for _seed in (1, 2):  # IIC, the method that learns most here: how much of its score is the seed
     declare(f"iic-seed{_seed}", "05", "iic", title="IIC", folder=f"05/seeds/iic-seed{_seed}", seed=_seed,
             options=RUNS["iic"].options, scores=("frozen", "iic_retrieval"), group="seeds")

@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from .augment import AugmentConfig, VideoAugment, center_crop, crop_room, residual_frames, reverse
 from .data import ClipDataset, Manifest, RandomClipSampler, UniformClipSampler
 from .data.synth import MIRRORED
-from .attentive import attentive_probe, extract_tokens
+from .attentive import ProbeRecipe, attentive_probe, attentive_probe_recipe, extract_tokens
 from .machine import get_device
 from .methods import Supervised
 from .methods.common import accuracy, normalize
@@ -500,13 +500,28 @@ def _cvrl_linear(ctx: EvalContext, *, test_size: int | None = None, flip: float 
 
 
 @protocol("attentive")
-def _attentive(ctx: EvalContext, *, probe_epochs: int = 20, probe_lr: float = 1e-3) -> dict:
-    """V-JEPA's attentive probe (``course_lib.attentive``) on the frozen tokens of ``cfg.test_clips`` clips per
-    video, the tokens of a video's clips pooled together."""
+def _attentive(ctx: EvalContext, *, probe_epochs: int = 20, probe_lr: float = 1e-3, recipe: str = "tokens") -> dict:
+    """V-JEPA's attentive probe (``course_lib.attentive``), the tokens of a video's clips pooled together.
+    ``recipe="tokens"``: trained on the frozen tokens of ``cfg.test_clips`` evenly spaced clips per video,
+    extracted once (cheap, the course notebooks' default); ``recipe="jepa"``: trained as V-JEPA trains it
+    (``attentive.ProbeRecipe``: new augmented clips every epoch, 8 segments x 3 views at test)."""
     cfg = ctx.cfg
+    heads = getattr(ctx.backbone, "heads", None)  # a ViT's own head count, as the public probe; else up to 16
+    if recipe == "jepa":
+        plan = replace(ProbeRecipe(), epochs=probe_epochs, lr=probe_lr)
+        train = ClipDataset(ctx.manifest, RandomClipSampler(clip_len=cfg.clip_len, stride=cfg.stride,
+                                                            num_clips=plan.segments),
+                            split="train", size=(crop_room(cfg.size),) * 2, seed=cfg.seed)
+        test = eval_set(replace(cfg, test_clips=plan.segments), ctx.manifest, "test", frames=cfg.size,
+                        crops=plan.views)
+        result = attentive_probe_recipe(ctx.backbone, train, test, size=cfg.size, recipe=plan, heads=heads,
+                                        seed=cfg.seed, device=ctx.device)
+        return {**result, "recipe": recipe, "probe_epochs": probe_epochs, "probe_lr": probe_lr}
+    if recipe != "tokens":
+        raise ValueError(f"attentive recipe {recipe!r} is not one of tokens, jepa.")
     (a, ya), (b, yb) = (extract_tokens(ctx.backbone, eval_set(cfg, ctx.manifest, split), device=ctx.device,
                                        num_workers=cfg.num_workers, size=cfg.size) for split in ("train", "test"))
-    heads = getattr(ctx.backbone, "heads", None)  # a ViT's own head count, as the public probe; else up to 16
     result = attentive_probe(a, ya, b, yb, epochs=probe_epochs, lr=probe_lr, heads=heads, seed=cfg.seed,
                              device=ctx.device)
-    return {**result, "tokens_per_clip": a.shape[2], "probe_epochs": probe_epochs, "probe_lr": probe_lr}
+    return {**result, "recipe": recipe, "tokens_per_clip": a.shape[2], "probe_epochs": probe_epochs,
+            "probe_lr": probe_lr}

@@ -14,7 +14,9 @@ Score groups (``SCORES``), each one function of a run's frozen backbone at the m
 input the run was trained on (residual frames for a run with ``view="residual"``):
 
 * ``frozen``: retrieval R@1-50, the linear probe and kNN (notebooks 03-10);
-* ``attentive``: V-JEPA's attentive probe on every token (notebooks 09, 10);
+* ``attentive``: V-JEPA's attentive probe on every token, trained on tokens extracted once (notebooks 09, 10);
+* ``attentive_recipe``: the same probe trained as V-JEPA trains it, new augmented clips every epoch (notebook 09);
+* ``attentive_control``: the frozen-token probe trained on shuffled labels (notebook 09's random ViT);
 * ``iic_retrieval``: IIC's own retrieval feature, RGB, residual and merged (notebook 05);
 * ``centred``: retrieval with each set centred on its mean, as DualVar's code (notebook 07);
 * ``attributes``: linear probes of colour, shape, texture and background (notebook 10);
@@ -45,9 +47,9 @@ from . import course
 from .attentive import attentive_probe, extract_tokens
 from .augment import crop_room
 from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
-from .evaluate import (APPEARANCE, RETRIEVAL_KS, attribute_probe, bias_probes, classify, direction_probe, eval_set,
-                       finetune, finetune_augment, frozen_features, knn, linear_probe, mirror_pairs,
-                       mirror_similarity, retrieval, reversal_similarity, test_centre_clips, train_clips)
+from .evaluate import (APPEARANCE, RETRIEVAL_KS, EvalContext, attribute_probe, bias_probes, classify, direction_probe,
+                       eval_set, finetune, finetune_augment, frozen_features, knn, linear_probe, mirror_pairs,
+                       mirror_similarity, retrieval, reversal_similarity, run_protocol, test_centre_clips, train_clips)
 from .experiment import eval_config, evaluate
 from .losses import effective_rank, embedding_std
 from .machine import get_device, runs_root
@@ -89,6 +91,12 @@ class Scoring:
 
     def test_clips(self) -> torch.Tensor:
         return self.once("clips", lambda: test_centre_clips(self.base, self.manifest))
+
+    def protocol(self, name: str, **options) -> dict:
+        """One protocol of ``evaluate.PROTOCOLS`` on the backbone, at the mode's budget."""
+        ctx = EvalContext(self.backbone(), self.base, self.manifest, self.device, runs_root(self.run.mode == "quick"),
+                          self.progress)
+        return run_protocol(name, ctx, options)
 
 
 SCORES: dict[str, Callable[[Scoring], dict]] = {}
@@ -137,11 +145,24 @@ def _iic_retrieval(s: Scoring) -> dict:
 
 @score_group("attentive")
 def _attentive(s: Scoring) -> dict:
+    return {"attentive": s.protocol("attentive")["test_acc"]}
+
+
+@score_group("attentive_recipe")
+def _attentive_recipe(s: Scoring) -> dict:
+    """The attentive probe trained as V-JEPA trains it (``attentive.ProbeRecipe``: new augmented clips every epoch)."""
+    return {"attentive recipe": s.protocol("attentive", recipe="jepa")["test_acc"]}
+
+
+@score_group("attentive_control")
+def _attentive_control(s: Scoring) -> dict:
+    """The frozen-token attentive probe trained on shuffled labels: what it scores when the labels carry nothing."""
     bb = s.backbone()
     (ta, tya), (tb, tyb) = (extract_tokens(bb, eval_set(s.base, s.manifest, split), device=s.device, size=s.base.size)
                             for split in ("train", "test"))
-    return {"attentive": attentive_probe(ta, tya, tb, tyb, heads=getattr(bb, "heads", None),
-                                         device=s.device)["test_acc"]}
+    shuffled = tya[torch.randperm(len(tya), generator=torch.Generator().manual_seed(0))]
+    return {"attentive shuffled": attentive_probe(ta, shuffled, tb, tyb, heads=getattr(bb, "heads", None),
+                                                  device=s.device)["test_acc"]}
 
 
 @score_group("attributes")

@@ -309,3 +309,36 @@ def test_vjepa_is_evaluated_with_its_ema_target_encoder(tmp_path, synth_quick):
     assert any(not torch.equal(online.state_dict()[n], v) for n, v in target.state_dict().items())
     with pytest.raises(ValueError, match="holds no network 'predictor_head'"):
         load_backbone(tmp_path, network="predictor_head")
+
+
+def test_random_erasing_boxes_each_frame_on_its_own():
+    """timm's RandomErasing(mode="pixel"), per frame: a box of 2-33 % of the frame with probability p, noise inside."""
+    from course_lib.attentive import random_erase
+    x = torch.zeros(50, 3, 4, 20, 20)
+    out = random_erase(x, 0.25, torch.Generator().manual_seed(0))
+    erased = (out != 0).any(1)  # N x T x H x W
+    share = erased.flatten(2).float().mean(2)  # each frame's erased share
+    hit = share > 0
+    assert 0.15 < hit.float().mean() < 0.35  # about a quarter of the frames
+    assert bool(((share[hit] >= 0.015) & (share[hit] <= 0.35)).all())
+    assert not torch.equal(erased[:, 0], erased[:, 1])  # frames of one clip get their own boxes
+    torch.testing.assert_close(out, random_erase(x, 0.25, torch.Generator().manual_seed(0)))
+    assert torch.equal(random_erase(x, 0.0), x)
+
+
+def test_the_attentive_probe_trained_as_vjepa_runs_its_schedule_and_averages_the_views(synth_quick):
+    from dataclasses import replace
+    from course_lib.attentive import ProbeRecipe, attentive_probe_recipe
+    from course_lib.augment import crop_room
+    from course_lib.course import default_config
+    from course_lib.data import ClipDataset, RandomClipSampler
+    from course_lib.evaluate import eval_set
+
+    cfg = default_config(True, clip_len=4, size=32, test_clips=2)
+    recipe = replace(ProbeRecipe(), epochs=2, segments=2, batch_size=8)
+    train = ClipDataset(synth_quick, RandomClipSampler(clip_len=4, stride=2, num_clips=2), split="train",
+                        size=(crop_room(32),) * 2)
+    test = eval_set(cfg, synth_quick, "test", frames=32, crops=3)
+    torch.manual_seed(0)
+    r = attentive_probe_recipe(create_model("vit_course", width=0.25), train, test, size=32, recipe=recipe, heads=2)
+    assert r["steps"] == 2 * -(-len(train) // 8) and 0 <= r["test_acc"] <= 100
