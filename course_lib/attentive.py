@@ -37,9 +37,9 @@ class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.heads = heads
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-5)  # jepa's AttentivePooler: nn.LayerNorm as it is (eps 1e-5),
         self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-5)  # not its encoders' partial(nn.LayerNorm, eps=1e-6)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 

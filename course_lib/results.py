@@ -143,18 +143,18 @@ def _iic_retrieval(s: Scoring) -> dict:
             "iic R@1 RGB": retrieval(*rgb, ks=(1,))["R@1"], "iic R@1 residual": retrieval(*res, ks=(1,))["R@1"]}
 
 
-@score_group("attentive")
+@score_group("attentive", version=2)  # 2: the probe's LayerNorm eps 1e-5, as jepa's
 def _attentive(s: Scoring) -> dict:
     return {"attentive": s.protocol("attentive")["test_acc"]}
 
 
-@score_group("attentive_recipe")
+@score_group("attentive_recipe", version=2)
 def _attentive_recipe(s: Scoring) -> dict:
     """The attentive probe trained as V-JEPA trains it (``attentive.ProbeRecipe``: new augmented clips every epoch)."""
     return {"attentive recipe": s.protocol("attentive", recipe="jepa")["test_acc"]}
 
 
-@score_group("attentive_control")
+@score_group("attentive_control", version=2)
 def _attentive_control(s: Scoring) -> dict:
     """The frozen-token attentive probe trained on shuffled labels: what it scores when the labels carry nothing."""
     bb = s.backbone()

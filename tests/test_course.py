@@ -73,10 +73,11 @@ def test_a_record_is_measured_once_written_and_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "SCORES", {})
     assert results.measure("speed", run=small) == record
     # a group whose protocol changed (its version raised) is measured again, and it alone
-    monkeypatch.setitem(results.VERSIONS, "attentive", 2)
+    raised = results.VERSIONS["attentive"] + 1
+    monkeypatch.setitem(results.VERSIONS, "attentive", raised)
     monkeypatch.setitem(results.SCORES, "attentive", lambda s: {"attentive": 99.0})
     again = results.measure("speed", run=small)
-    assert again["scores"] == {**record["scores"], "attentive": 99.0} and again["groups"]["attentive"] == 2
+    assert again["scores"] == {**record["scores"], "attentive": 99.0} and again["groups"]["attentive"] == raised
     # a changed checkpoint is measured again
     ckpt = torch.load(small.folder / "checkpoint.pt", weights_only=True)
     ckpt["method"] = {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["method"].items()}

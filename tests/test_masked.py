@@ -69,11 +69,11 @@ def test_position_codes_by_hand():
     expected = torch.tensor([[0, 1, 0, 1], [math.sin(3), math.cos(3), math.sin(3 / 100), math.cos(3 / 100)]])
     torch.testing.assert_close(code, expected.float())
     torch.testing.assert_close(position_code((2, 3, 3), 8, "1d"), sinusoid(torch.arange(18), 8))
-    three = position_code((2, 3, 4), 14)  # 2 * (14 // 6) = 4 channels per axis, 2 left at zero
+    three = position_code((2, 3, 4), 14)  # jepa: 2 ceil(14 / 6) = 6 channels per axis, cut to 14: w keeps 2 sines
     t, h, w = 1, 2, 3
     i = (t * 3 + h) * 4 + w  # the (t h w) order
-    torch.testing.assert_close(three[i], torch.cat([sinusoid(torch.tensor([v]), 4)[0] for v in (t, h, w)]
-                                                   + [torch.zeros(2)]))
+    torch.testing.assert_close(three[i], torch.cat([sinusoid(torch.tensor([v]), 6)[0] for v in (t, h)]
+                                                   + [sinusoid(torch.tensor([w]), 6)[0, [0, 2]]]))
 
 
 # ----------------------------------------------------------------------------- masks

@@ -10,6 +10,8 @@ up to 1 along a cosine over training, and it gets no gradient. There are no nega
 what keeps the embedding from collapsing to one point is the predictor together with the
 slowly moving target. ``predictor=False`` or ``momentum=0`` (the target is the online
 network itself, under a stop-gradient) take those pieces away, as the BYOL notebook measures.
+
+The projector and the predictor start as SlowFast's (``head_init``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,21 @@ from ..settings import integer, number
 from .registry import Method, register_method
 
 
+def head_init(head: nn.Module) -> nn.Module:
+    """SlowFast's initialisation of rho-BYOL's projector and predictor (facebookresearch/SlowFast 287ec00): every
+    linear layer of an ``MLPHead`` is marked ``xavier_init`` (``slowfast/models/head_helper.py``), so the
+    backbone's ``init_weights`` gives it fvcore's ``c2_xavier_fill`` (``slowfast/utils/weight_init_helper.py``), that
+    is ``kaiming_uniform_(a=1)``: weights uniform in +-sqrt(3 / fan_in), biases 0. (PyTorch's default is
+    +-1 / sqrt(fan_in) for both, and ``MODEL.FC_INIT_STD`` is for linear layers not so marked.) BatchNorm: scale 1,
+    shift 0, PyTorch's default too. Returns ``head``, initialised in place."""
+    for m in head.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, a=1)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return head
+
+
 @register_method("byol", augments=True)
 class BYOL(Method):
     option_rules = {"rho": integer(2), "momentum": number(0, 1)}
@@ -38,8 +55,8 @@ class BYOL(Method):
         if not 0 <= momentum < 1:
             raise ValueError(f"BYOL momentum must be in [0, 1), not {momentum}.")
         self.backbone = backbone
-        self.projector = mlp([backbone.feature_dim, hidden, dim], batch_norm=True)
-        self.predictor = mlp([dim, hidden, dim], batch_norm=True) if predictor else nn.Identity()
+        self.projector = head_init(mlp([backbone.feature_dim, hidden, dim], batch_norm=True))
+        self.predictor = head_init(mlp([dim, hidden, dim], batch_norm=True)) if predictor else nn.Identity()
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.augment = VideoAugment(augment, size=size)

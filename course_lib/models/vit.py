@@ -43,14 +43,28 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def position_code(grid: tuple[int, int, int], dim: int, kind: str = "3d") -> torch.Tensor:
-    """Fixed position code of a (t, h, w) token grid: (t h w) x dim, tokens in (t h w) order."""
+    """Fixed position code of a (t, h, w) token grid: (t h w) x dim, tokens in (t h w) order.
+
+    ``"1d"``: VideoMAE's ``get_sinusoid_encoding_table`` (``modeling_finetune.py``), ``sinusoid`` of the flattened
+    token index over all ``dim`` channels. ``"3d"``: V-JEPA's ``get_3d_sincos_pos_embed`` with ``uniform_power=True``
+    (jepa ``src/models/utils/pos_embs.py``; its pretraining configs set it): one sine-cosine code of
+    2 ceil(dim / 6) channels per axis, the (t, h, w) codes concatenated and cut to ``dim``, so where 6 does not
+    divide ``dim`` the w axis loses the cosines of its lowest frequencies (ViT-L, 1024: 342, 342 and 340 channels;
+    ViT-B, 768: 256 each). Within an axis jepa puts all the sines, then all the cosines; here they alternate, as in
+    ``sinusoid``: the same channels in another fixed order, which a network initialised alike in every channel
+    cannot tell apart.
+    """
     t, h, w = grid
     if kind == "1d":
         return sinusoid(torch.arange(t * h * w), dim)
-    part = 2 * (dim // 6)  # channels per axis (even); any remainder stays zero
+    half = -(-dim // 6)  # frequencies per axis: ceil(dim / 6)
     axes = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
-    code = torch.cat([sinusoid(a.flatten(), part) for a in axes], dim=1)  # (t h w) x 3 part
-    return F.pad(code, (0, dim - 3 * part))
+    code = torch.cat([sinusoid(a.flatten(), 2 * half) for a in axes], dim=1)  # (t h w) x 6 half
+    # channel c of an axis is channel c // 2 (a sine, c even) or half + c // 2 (a cosine) of the axis in jepa's
+    # [sines | cosines]: keep the channels that survive jepa's cut of the (t, h, w) code to dim
+    keep = [axis * 2 * half + c for axis in range(3) for c in range(2 * half)
+            if axis * 2 * half + (half if c % 2 else 0) + c // 2 < dim]
+    return code[:, keep]
 
 
 # position_code_on(grid, dim, kind, device, dtype): position_code made once per grid, device and dtype, then
