@@ -305,15 +305,15 @@ def train_benchmark(*, model: str = "r3d_18", method: str = "simclr", width: flo
 
 
 def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: int = 2, steps: int = 20,
-               changes: dict | None = None, quick: bool = False, on_row=None) -> dict:
+               changes: dict | None = None, mode: str = "full", on_row=None) -> dict:
     """Milliseconds per training step of each method at the course budget, measured side by side.
 
     ``trees``: {label: folder holding a ``course_lib`` package} (an older commit's checkout, and this
     one). Each round runs every method once per tree, the trees alternating and their order flipped
     every round, so that slow drifts of the machine fall on both sides; every run is its own
     process. A row holds epoch 2's ms per step (``seconds / steps``) and, where the tree logs
-    them, its phases. ``changes`` (TrainConfig fields) apply to every tree's runs; ``quick``
-    takes the quick-mode budget instead of the full one. ``on_row(rows)`` is called after every run
+    them, its phases. ``changes`` (TrainConfig fields) apply to every tree's runs; ``mode``
+    names the course budget (``course.BUDGETS``) the runs take. ``on_row(rows)`` is called after every run
     (the command line writes the rows so far to ``--out``, so a run cut off keeps what it measured).
     """
     driver = (Path(__file__).parent / "step_driver.py").read_text(encoding="utf-8")  # run as -c: the tree's course_lib
@@ -322,7 +322,7 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
         order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
         for name in methods:
             for label, tree in order:
-                spec = {"method": name, "steps": steps, "data": data, "changes": changes or {}, "quick": quick}
+                spec = {"method": name, "steps": steps, "data": data, "changes": changes or {}, "mode": mode}
                 env = {**os.environ, "PYTHONPATH": str(tree)}
                 with tempfile.TemporaryDirectory() as cwd:  # not the tree's parent: the tree alone on the path
                     proc = subprocess.run([sys.executable, "-c", driver, json.dumps(spec)], env=env, cwd=cwd,
@@ -349,7 +349,7 @@ def step_times(methods: list[str], trees: dict[str, str], *, data: str, rounds: 
             if len(means) == 2:
                 (a, ta), (b, tb) = means.items()
                 summary[name][f"speedup_{b}_over_{a}"] = round(ta / tb, 3)
-    return {"what": "steps", "rounds": rounds, "steps": steps, "data": data, "changes": changes or {}, "quick": quick,
+    return {"what": "steps", "rounds": rounds, "steps": steps, "data": data, "changes": changes or {}, "mode": mode,
             "trees": {k: str(v) for k, v in trees.items()}, "rows": rows, "summary": summary}
 
 

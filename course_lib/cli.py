@@ -140,7 +140,7 @@ def _prepare(args) -> int:
 
 
 def _say_mode() -> None:
-    """When the machine chose the mode (quick without a GPU), say so on stderr, with how to change it."""
+    """When the machine chose the mode (cpu without a GPU), say so on stderr, with how to change it."""
     from .machine import course_mode
 
     mode = course_mode()
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("results", help="write the result files of the course's named runs from the run cache")
-    p.add_argument("--mode", choices=["quick", "full"], help="the runs' mode (default: this machine's)")
+    p.add_argument("--mode", choices=["test", "cpu", "full"], help="the runs' mode (default: this machine's)")
     p.add_argument("--runs", default="all", help="comma-separated run names of course_lib.course (default: all)")
     p.add_argument("--train", action="store_true", help="train the runs the cache lacks (default: skip them)")
     p.add_argument("--force", action="store_true", help="measure again, even where a file matches its run")

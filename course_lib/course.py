@@ -12,8 +12,10 @@ the shared budget, its data (the built-in dataset or its static-bias twin), its 
 score groups its result file holds (``course_lib.results`` measures them). The baselines,
 ``random_init`` and ``random_vit``, are runs without training.
 
-Modes: ``quick`` (the CPU default, which nbval runs too) and ``full`` (the course budget of
-notebooks 03-10, the default on a GPU; its measured results are the reference).
+Modes (``machine.MODES``): ``test`` (a smoke budget for nbval and CI; its numbers are not
+results), ``cpu`` (the default without a GPU) and ``full`` (the course budget of notebooks 03-10,
+the default on a GPU; its measured results are the reference). The command line starts from the
+same budget as the notebooks (``default_config``).
 """
 from __future__ import annotations
 
@@ -27,57 +29,45 @@ import torch
 
 from .data import builtin_dataset, course_dataset
 from .experiment import RunConfig, load_backbone, load_method, pretrain
-from .machine import quick_mode, runs_root
+from .machine import MODES, check_mode, course_mode, runs_root, small_data
 from .methods import method_class
 from .models import create_model
 from .runtime import repo_root
-
-MODES = ("quick", "full")
 
 # the shared budget of notebooks 02-10: r3d_vcop at width 0.25, AdamW, batch 8, clips at frame stride 2,
 # 3 evenly spaced clips per video for evaluation
 _SHARED = dict(model="r3d_vcop", width=0.25, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.05,
                stride=2, warmup_epochs=1, num_workers=2, test_clips=3)
 BUDGETS = {
-    "quick": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the quick dataset
+    "test": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the small dataset
+    "cpu": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the small dataset
     "full": dict(_SHARED, clip_len=16, size=64, epochs=30),  # 480 training videos
-}
-# the command line's starting point when no budget is named: laptop-size in quick mode, RunConfig's own otherwise
-COMMAND_LINE = {
-    "quick": dict(model="r3d_vcop", width=0.25, clip_len=8, size=48, test_clips=3, epochs=3, batch_size=8, lr=3e-3,
-                  warmup_epochs=0.5),
-    "full": {},
 }
 # the masked methods' backbone at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
 # 16 x 64 x 64 clip) beside r3d_vcop x0.25 (0.90M, 0.49 GMACs)
 VIT = {"model": "vit_course", "width": 0.5}
-FINETUNE_EPOCHS = {"quick": 3, "full": 10}  # notebook 10's fine-tuning recipe: lr 1e-3, no warm-up
+FINETUNE_EPOCHS = {"test": 3, "cpu": 3, "full": 10}  # notebook 10's fine-tuning recipe: lr 1e-3, no warm-up
 
 
-def mode_name(mode: str | bool | None = None) -> str:
-    """"quick" or "full": ``mode`` itself, a ``quick`` flag, or (None) the mode that fits this machine."""
-    if mode is None:
-        mode = quick_mode()
-    if isinstance(mode, bool):
-        return "quick" if mode else "full"
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose {', '.join(MODES)}.")
-    return mode
+def mode_name(mode: str | None = None) -> str:
+    """One of ``MODES``: ``mode`` itself, or (None) the mode this machine runs (``machine.course_mode``)."""
+    return course_mode().name if mode is None else check_mode(mode)
 
 
-def budget(mode: str | bool | None = None, **changes) -> RunConfig:
+def budget(mode: str | None = None, **changes) -> RunConfig:
     """The shared budget of notebooks 03-10 in ``mode``, so that every method's numbers compare."""
     return RunConfig(**{**BUDGETS[mode_name(mode)], **changes})
 
 
-def default_config(mode: str | bool | None = None, **changes) -> RunConfig:
-    """Where the command line starts (``COMMAND_LINE``); a ViT-only method gets the course's ViT."""
+def default_config(mode: str | None = None, **changes) -> RunConfig:
+    """Where the command line starts: the notebooks' budget at ``mode`` (``BUDGETS``); a ViT-only method gets
+    the course's ViT, as notebook 09's runs."""
     if "method" in changes and method_class(changes["method"]).vit_only and "model" not in changes:
         changes = {**VIT, **changes}
-    return RunConfig(**{**COMMAND_LINE[mode_name(mode)], **changes})
+    return budget(mode, **changes)
 
 
-def finetune_config(base: RunConfig, mode: str | bool | None = None, epochs: int | None = None) -> RunConfig:
+def finetune_config(base: RunConfig, mode: str | None = None, epochs: int | None = None) -> RunConfig:
     """Notebook 10's fine-tuning recipe at the budget ``base``: lr 1e-3, no warm-up, ``FINETUNE_EPOCHS``
     (``epochs`` overrides), the budget's batch and clips."""
     return replace(base, epochs=epochs or FINETUNE_EPOCHS[mode_name(mode)], lr=1e-3, warmup_epochs=0)
@@ -264,8 +254,8 @@ class Run:
     def dataset(self):
         """The manifest it trains on: the course's dataset, or the built-in static-bias twin."""
         if self.spec.data == "twin":
-            return builtin_dataset(self.mode == "quick", static_bias=1, progress=False)
-        return course_dataset(self.mode == "quick", progress=False)
+            return builtin_dataset(small_data(self.mode), static_bias=1, progress=False)
+        return course_dataset(small_data(self.mode), progress=False)
 
     def train(self, *, progress: bool = False) -> dict | None:
         """Load the finished run from the cache, or train (or finish) it; its summary (None for a baseline)."""
@@ -304,7 +294,7 @@ class Run:
         return list({r["epoch"]: r for r in records}.values())  # an epoch run again after a resume counts once
 
 
-def run(name: str, mode: str | bool | None = None, *, runs: str | os.PathLike | None = None, **changes) -> Run:
+def run(name: str, mode: str | None = None, *, runs: str | os.PathLike | None = None, **changes) -> Run:
     """The named run ``name`` at ``mode`` (None: this machine's): folder under ``runs`` (default: the mode's
     runs cache, ``machine.runs_root``) and config. ``changes`` alter the config (a smoke test's epochs); a
     changed run is cached in a folder of its own beside the declared one."""
@@ -314,7 +304,7 @@ def run(name: str, mode: str | bool | None = None, *, runs: str | os.PathLike | 
     folder = None
     if s.folder:
         tag = "-".join(f"{k}{v}" for k, v in sorted(changes.items()))
-        folder = Path(runs) if runs else runs_root(mode == "quick")
+        folder = Path(runs) if runs else runs_root(mode)
         folder = folder / (s.folder + (f"-{tag}" if tag else ""))
     return Run(s, mode, config, folder)
 
@@ -326,23 +316,23 @@ def results_dir() -> Path:
     return (root / "notebooks" / "results") if root else Path("notebooks") / "results"
 
 
-def result_path(name: str, mode: str | bool | None = "full") -> Path:
+def result_path(name: str, mode: str | None = "full") -> Path:
     return results_dir() / mode_name(mode) / f"{spec(name).name}.json"
 
 
-def result(name: str, mode: str | bool | None = "full") -> dict | None:
+def result(name: str, mode: str | None = "full") -> dict | None:
     """The committed result file of run ``name`` at ``mode`` (the reference: full mode), or None if it has none."""
     path = result_path(name, mode)
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def score(name: str, key: str, mode: str | bool | None = "full") -> float | None:
+def score(name: str, key: str, mode: str | None = "full") -> float | None:
     """One committed score of run ``name`` (``"linear"``, ``"R@1"``, ...), or None if it is not measured."""
     r = result(name, mode)
     return None if r is None else r["scores"].get(key)
 
 
-def ablation_result(name: str, mode: str | bool | None = "full") -> dict | None:
+def ablation_result(name: str, mode: str | None = "full") -> dict | None:
     """The committed output of an ablation script (``notebooks/ablations/<name>.py --out``), kept as
     ``notebooks/results/<mode>/ablations/<name>.json``, or None."""
     path = results_dir() / mode_name(mode) / "ablations" / f"{name}.json"

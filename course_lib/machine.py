@@ -2,8 +2,10 @@
 
 * **Device**: CUDA when present; else Apple's MPS when present and it runs what a training
   step needs (``device_problem``); else the CPU.
-* **Mode**: ``COURSE_QUICK=1`` or ``0`` forces quick or full mode; ``CI`` means quick;
-  otherwise the machine decides: quick without a GPU, full with one.
+* **Mode**, the budget the notebooks and the command line run (``course.BUDGETS``): ``COURSE_MODE``
+  names it (``test``, ``cpu`` or ``full``; ``COURSE_QUICK=1`` or ``0`` is short for ``cpu`` or
+  ``full``); else ``test`` under ``CI``; else the machine decides: ``cpu`` without a GPU, ``full``
+  with one.
 
 It sits above ``methods`` and ``models``, since the Apple-GPU probe trains a tiny SimCLR step.
 """
@@ -114,48 +116,81 @@ def device_name(device: torch.device) -> str:
 
 
 # ---------------------------------------------------------------- mode
+MODES = ("test", "cpu", "full")  # the course's budgets, smallest first (course.BUDGETS)
+MEANING = {
+    "test": "the test budget: a smoke test of the code, its numbers are not results",
+    "cpu": "the CPU default: small enough for a laptop, big enough that learning shows",
+    "full": "the course budget: the reference results were measured at it",
+}
+DATA_PRESET = {"test": "quick", "cpu": "quick", "full": "default"}  # each mode's built-in dataset (data.synth.PRESETS)
+
+
 @dataclass(frozen=True)
 class Mode:
-    """Quick or full mode, and why."""
+    """The budget in use (``test``, ``cpu`` or ``full``), and why."""
 
-    quick: bool
+    name: str
     reason: str
-    by_machine: bool = False  # chosen from the hardware, not forced by COURSE_QUICK or CI
+    by_machine: bool = False  # chosen from the hardware, not forced by COURSE_MODE, COURSE_QUICK or CI
+
+    @property
+    def quick(self) -> bool:
+        """Whether a budget smaller than the course's is running (its runs are shorter than the reference's)."""
+        return self.name != "full"
 
     def note(self) -> str:
         """One line: the mode, why, and how to change it."""
-        other = "0 (full mode)" if self.quick else "1 (quick mode)"
-        return f"{'quick' if self.quick else 'full'} mode, because {self.reason}; set COURSE_QUICK={other} to change it"
+        others = " or ".join(m for m in MODES if m != self.name)
+        return f"{self.name} mode ({MEANING[self.name]}), because {self.reason}; set COURSE_MODE={others} to change it"
 
 
 def course_mode() -> Mode:
-    """``COURSE_QUICK`` (1 or 0) if set; quick if ``CI`` is set; else quick without a GPU, full with one."""
+    """``COURSE_MODE`` if set (``COURSE_QUICK=1`` or ``0``: cpu or full); else test under ``CI``; else cpu without
+    a GPU and full with one."""
+    named = os.environ.get("COURSE_MODE", "").strip().lower()
+    if named:
+        if named not in MODES:
+            raise SettingError(f"COURSE_MODE={os.environ['COURSE_MODE']!r} is not allowed: use {', '.join(MODES)}, "
+                               f"or leave it unset to let the machine decide.")
+        return Mode(named, f"COURSE_MODE={named} is set")
     flag = os.environ.get("COURSE_QUICK", "").strip().lower()
     if flag in TRUE:
-        return Mode(True, "COURSE_QUICK=1 is set")
+        return Mode("cpu", "COURSE_QUICK=1 is set")
     if flag in FALSE:
-        return Mode(False, "COURSE_QUICK=0 is set")
+        return Mode("full", "COURSE_QUICK=0 is set")
     if flag:
-        raise SettingError(f"COURSE_QUICK={os.environ['COURSE_QUICK']!r} is not allowed: use 1 (quick mode), "
+        raise SettingError(f"COURSE_QUICK={os.environ['COURSE_QUICK']!r} is not allowed: use 1 (cpu mode), "
                            f"0 (full mode), or leave it unset to let the machine decide.")
     if os.environ.get("CI", "").strip().lower() not in ("", *FALSE):
-        return Mode(True, "CI is set")
+        return Mode("test", "CI is set")
     device = get_device()
     if device.type != "cpu":
-        return Mode(False, f"a GPU was found: {device_name(device)}", by_machine=True)
-    return Mode(True, "no GPU was found (CUDA or Apple MPS), and full mode takes hours on a CPU", by_machine=True)
+        return Mode("full", f"a GPU was found: {device_name(device)}", by_machine=True)
+    return Mode("cpu", "no GPU was found (CUDA or Apple MPS), and full mode takes hours on a CPU", by_machine=True)
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of ``MODES``, else a one-line error."""
+    if mode not in MODES:
+        raise SettingError(f"mode {mode!r} is not one of {', '.join(MODES)}.")
+    return mode
 
 
 def quick_mode() -> bool:
-    """Whether notebooks and commands run in quick mode (``course_mode``)."""
+    """Whether a budget smaller than the course's runs (``course_mode``: test or cpu)."""
     return course_mode().quick
 
 
-def runs_root(quick: bool, dataset: Path | None = None, data: Path | None = None) -> Path:
-    """Where trained runs are cached: ``<data>/runs/quick`` or ``.../full``; each prepared dataset
-    (``$COURSE_DATASET``, read when ``dataset`` is not given) keeps its own cache beside them."""
+def small_data(mode: str) -> bool:
+    """Whether ``mode`` trains on the small built-in dataset (``DATA_PRESET``)."""
+    return DATA_PRESET[check_mode(mode)] == "quick"
+
+
+def runs_root(mode: str, dataset: Path | None = None, data: Path | None = None) -> Path:
+    """Where trained runs are cached: ``<data>/runs/<mode>``; each prepared dataset (``$COURSE_DATASET``, read
+    when ``dataset`` is not given) keeps its own cache beside them."""
     dataset = dataset_override() if dataset is None else dataset
-    name = "quick" if quick else "full"
+    name = check_mode(mode)
     if dataset is not None:  # the folder's name and a hash of its full path
         tag = hashlib.sha1(str(dataset).encode("utf-8")).hexdigest()[:8]
         name += f"-{dataset.parent.name}-{tag}"
@@ -167,12 +202,17 @@ class Setup:
     """What the first cell of every notebook returns."""
 
     seed: int
-    quick: bool
+    mode: str  # the budget in use: "test", "cpu" or "full"
     device: torch.device
     data: Path
     root: Path | None
     mode_reason: str = ""
     dataset: Path | None = None  # $COURSE_DATASET's manifest; None: the built-in dataset
+
+    @property
+    def quick(self) -> bool:
+        """Whether a budget smaller than the course's runs (test or cpu): loops and figures shrink with it."""
+        return self.mode != "full"
 
     @property
     def builtin(self) -> bool:
@@ -182,17 +222,17 @@ class Setup:
     @property
     def runs(self) -> Path:
         """Where notebooks cache trained runs (``runs_root``)."""
-        return runs_root(self.quick, self.dataset, self.data)
+        return runs_root(self.mode, self.dataset, self.data)
 
     def __str__(self) -> str:
         gpu = device_name(self.device) if self.device.type != "cpu" else "none"
-        mode, other = ("QUICK", "0 (full mode)") if self.quick else ("FULL", "1 (quick mode)")
+        others = " or ".join(m for m in MODES if m != self.mode)
         return (
             f"course_lib set-up: device {self.device} (GPU: {gpu}) | torch {torch.__version__}"
             f" | python {platform.python_version()} | {platform.system()} | {usable_cpus()} CPU cores"
             f" | data in {self.data}\n"
-            f"mode: {mode}, because {self.mode_reason}. To change it, set COURSE_QUICK={other} before"
-            f" starting Jupyter (or run `%env COURSE_QUICK={other[0]}` before this cell).\n"
+            f"mode: {self.mode.upper()}, {MEANING[self.mode]}; because {self.mode_reason}. To change it, set"
+            f" COURSE_MODE={others} before starting Jupyter (or run `%env COURSE_MODE=...` before this cell).\n"
             + (f"dataset: COURSE_DATASET={self.dataset}; cells about the built-in data's attributes are skipped."
                if self.dataset else "dataset: the built-in one (COURSE_DATASET=path/to/manifest.jsonl trains the"
                " notebooks on a prepared dataset instead).")
@@ -205,7 +245,7 @@ def setup(seed: int = 0, device: str | None = None) -> Setup:
     dev = get_device(device)
     mode = course_mode()
     seed_everything(seed)
-    s = Setup(seed=seed, quick=mode.quick, device=dev, data=data_dir(), root=repo_root(), mode_reason=mode.reason,
+    s = Setup(seed=seed, mode=mode.name, device=dev, data=data_dir(), root=repo_root(), mode_reason=mode.reason,
               dataset=dataset_override())
     print(s)
     return s

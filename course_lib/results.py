@@ -52,7 +52,7 @@ from .evaluate import (APPEARANCE, RETRIEVAL_KS, EvalContext, attribute_probe, b
                        mirror_similarity, retrieval, reversal_similarity, run_protocol, test_centre_clips, train_clips)
 from .experiment import eval_config, evaluate
 from .losses import effective_rank, embedding_std
-from .machine import get_device, runs_root
+from .machine import get_device, runs_root, small_data
 from .methods.registry import resolved_options
 from .runtime import usable_cpus
 
@@ -94,7 +94,7 @@ class Scoring:
 
     def protocol(self, name: str, **options) -> dict:
         """One protocol of ``evaluate.PROTOCOLS`` on the backbone, at the mode's budget."""
-        ctx = EvalContext(self.backbone(), self.base, self.manifest, self.device, runs_root(self.run.mode == "quick"),
+        ctx = EvalContext(self.backbone(), self.base, self.manifest, self.device, runs_root(self.run.mode),
                           self.progress)
         return run_protocol(name, ctx, options)
 
@@ -183,7 +183,7 @@ def _finetune(s: Scoring) -> dict:
     bb = s.backbone()
     room = crop_room(s.base.size)
     augment = finetune_augment(s.manifest.classes)  # flips only where a flip keeps the class
-    folder = course.finetune_folder(runs_root(s.run.mode == "quick") / "10", s.run.spec.title, bb,
+    folder = course.finetune_folder(runs_root(s.run.mode) / "10", s.run.spec.title, bb,
                                     flip=augment.flip > 0)  # named by a hash of the starting weights
     r = finetune(copy.deepcopy(bb), train_clips(s.base, s.manifest, room),
                  eval_set(s.base, s.manifest, "test", frames=room),
@@ -194,8 +194,8 @@ def _finetune(s: Scoring) -> dict:
 
 @score_group("twin")
 def _twin(s: Scoring) -> dict:
-    plain = builtin_dataset(s.run.mode == "quick", progress=False)
-    twin = builtin_dataset(s.run.mode == "quick", static_bias=1, progress=False)
+    plain = builtin_dataset(small_data(s.run.mode), progress=False)
+    twin = builtin_dataset(small_data(s.run.mode), static_bias=1, progress=False)
     r = bias_probes(s.backbone(), s.base, plain, twin, s.device)
     return {"twin": r["twin"], "R@1 twin": r["R@1 twin"], "plain": r["plain"], **{a: r[a] for a in APPEARANCE}}
 
@@ -254,7 +254,7 @@ def _identity(run: course.Run) -> str:
 
 
 def _cache_file(run: course.Run) -> Path:
-    folder = run.folder or runs_root(run.mode == "quick") / "baselines" / run.name
+    folder = run.folder or runs_root(run.mode) / "baselines" / run.name
     return folder / SCORES_FILE
 
 
@@ -266,7 +266,7 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...] | None = None, train: bool = True,
+def measure(name: str, mode: str | None = None, *, groups: tuple[str, ...] | None = None, train: bool = True,
             device=None, progress: bool = False, run: course.Run | None = None, fresh: bool = False) -> dict | None:
     """The record of run ``name`` at ``mode`` (see the module's docstring) with the score ``groups`` (default, and
     at most: those its declaration names): read from the run's cache while its checkpoint is unchanged (unless
@@ -285,7 +285,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
     if not missing:
         return record
     device = get_device(device or run.config.device)
-    manifest = run.dataset() if run.spec.data == "plain" else builtin_dataset(run.mode == "quick", progress=False)
+    manifest = run.dataset() if run.spec.data == "plain" else builtin_dataset(small_data(run.mode), progress=False)
     s = Scoring(run, device, course.budget(run.mode), manifest, progress)
     t0 = time.perf_counter()
     scores = dict(record.get("scores", {}))
@@ -308,7 +308,7 @@ def measure(name: str, mode: str | bool | None = None, *, groups: tuple[str, ...
     return record
 
 
-def write(name: str, mode: str | bool | None = None, *, train: bool = False, force: bool = False,
+def write(name: str, mode: str | None = None, *, train: bool = False, force: bool = False,
           progress: bool = False) -> tuple[str, Path | None]:
     """Write run ``name``'s record to ``notebooks/results/<mode>/<name>.json``; ("kept" | "written" |
     "not trained", path). A file whose identity matches the cached run is kept unless ``force``."""
@@ -325,13 +325,13 @@ def write(name: str, mode: str | bool | None = None, *, train: bool = False, for
     return "written", path
 
 
-def scores(name: str, mode: str | bool | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:
+def scores(name: str, mode: str | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:
     """The scores of the learner's own run ``name`` (trained and measured if the cache lacks them)."""
     return measure(name, mode, groups=groups, **kwargs)["scores"]
 
 
 def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] = ("frozen",),
-            mode: str | bool | None = None, reference: str = "full", device=None, mine: bool = True) -> list[dict]:
+            mode: str | None = None, reference: str = "full", device=None, mine: bool = True) -> list[dict]:
     """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only; none with
     ``mine=False``, for runs too long to train in a notebook) beside the committed reference at
     ``reference`` and its seed band: ``{"run", "title", "mine", "reference", "band"}``."""
@@ -346,7 +346,7 @@ def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] 
     return rows
 
 
-def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | bool | None = None, reference: str = "full") -> str:
+def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, reference: str = "full") -> str:
     """``compare``'s rows as text: each score of the learner's run, then the reference's (with its seed band)."""
     here, ref = course.mode_name(mode), reference
     with_mine = any(r["mine"] for r in rows)  # compare(..., mine=False): the reference alone
@@ -367,7 +367,7 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | bool | None = 
     return "\n".join(lines)
 
 
-def band(name: str, key: str, mode: str | bool | None = "full") -> tuple[float, float] | None:
+def band(name: str, key: str, mode: str | None = "full") -> tuple[float, float] | None:
     """The seed band of score ``key`` for the run ``name``: (lowest, highest) over its committed seed files
     (``name`` and ``name-seedN``), or None with fewer than two."""
     values = [course.score(n, key, mode) for n in course.seeds_of(name)]

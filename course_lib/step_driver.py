@@ -20,11 +20,14 @@ def config(spec: dict):
     except ImportError:  # an older tree
         from course_lib.experiment import comparison_runs, course_config
 
-        runs = comparison_runs(course_config(quick=spec["quick"]))
+        runs = comparison_runs(course_config(quick=spec["mode"] != "full"))
         return replace(runs[spec["method"]][1], **short) if spec["method"] in runs else None
     if spec["method"] not in course.names("comparison"):
         return None
-    return replace(course.run(spec["method"], spec["quick"]).config, **short)
+    mode = spec["mode"]
+    if mode not in getattr(course, "MODES", ()):  # a tree from before the three budgets: a quick flag
+        mode = mode != "full"
+    return replace(course.run(spec["method"], mode).config, **short)
 
 
 if __name__ == "__main__":

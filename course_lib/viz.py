@@ -119,7 +119,7 @@ def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence
     return fig
 
 
-def compare_plot(rows: list[dict], key: str, *, mode: str = "quick", reference: str = "full", chance: float | None = None,
+def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: str = "full", chance: float | None = None,
                  floor: str = "random_init", ceiling: str = "supervised", ax=None, title: str | None = None):
     """The learner's runs beside the committed reference for one score (``results.compare``'s rows): a bar
     for each, the reference's seed band as an error bar, and the floor and ceiling runs (random init,

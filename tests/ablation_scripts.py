@@ -14,7 +14,7 @@ def load_ablation(name: str):
 
 
 def tiny_quick_course(monkeypatch, root) -> None:
-    """Run an ablation script in quick mode on a tiny built-in dataset generated under ``root``."""
+    """Run an ablation script at the test budget on a tiny built-in dataset generated under ``root``."""
     from dataclasses import replace
 
     from course_lib.data import synth
@@ -22,5 +22,5 @@ def tiny_quick_course(monkeypatch, root) -> None:
     small = replace(synth.PRESETS["quick"], train_per_class=2, test_per_class=1, min_frames=24, max_frames=24)
     monkeypatch.setitem(synth.PRESETS, "quick", small)
     monkeypatch.setenv("COURSE_DATA", str(root))
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_MODE", "test")
     monkeypatch.delenv("COURSE_DATASET", raising=False)

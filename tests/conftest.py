@@ -1,8 +1,8 @@
-"""Shared fixtures. Loaded at start-up (tests/ is a testpath), so the quick-mode switch
-below also reaches the notebook kernels that nbval starts."""
+"""Shared fixtures. Loaded at start-up (tests/ is a testpath), so the test budget set below
+also reaches the notebook kernels that nbval starts."""
 import os
 
-os.environ.setdefault("COURSE_QUICK", "1")
+os.environ.setdefault("COURSE_MODE", "test")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402

@@ -166,7 +166,7 @@ def take_screenshots(out: Path) -> list[Path]:
     """The pictures of notebook 06's two explorers, as the widgets draw them in JupyterLab (the static
     figures the notebook shows without a live kernel are the widgets' own fallbacks)."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}
+    env = {"COURSE_MODE": "test", "MPLBACKEND": "Agg"}
     saved = []
     with jupyter_lab([ROOT / "notebooks" / "06_cvrl.ipynb"], env=env) as (base, token), \
             browser_page(width=1400, height=900) as page:

@@ -27,7 +27,7 @@ def page():
     from lab_browser import browser_page, open_notebook
 
     before = NOTEBOOK.read_bytes()
-    with jupyter_lab([NOTEBOOK], env={"COURSE_QUICK": "1", "MPLBACKEND": "Agg"}) as (base, token), \
+    with jupyter_lab([NOTEBOOK], env={"COURSE_MODE": "test", "MPLBACKEND": "Agg"}) as (base, token), \
             browser_page() as page:
         open_notebook(page, base, token, NOTEBOOK.name)
         yield page

@@ -180,7 +180,7 @@ def test_bench_steps_runs_each_tree_in_its_own_process_and_alternates_them(synth
 
     here = str(Path(course_lib.__file__).resolve().parent.parent)
     seen = []  # what a cut-off run would have kept: the rows so far, after every run
-    r = step_times(["rotation"], {"a": here, "b": here}, data=str(synth_quick.root), rounds=2, steps=2, quick=True,
+    r = step_times(["rotation"], {"a": here, "b": here}, data=str(synth_quick.root), rounds=2, steps=2, mode="test",
                    changes={"num_workers": 0}, on_row=lambda rows: seen.append(len(rows)))
     assert [(x["tree"], x["round"]) for x in r["rows"]] == [("a", 1), ("b", 1), ("b", 2), ("a", 2)]
     assert seen == [1, 2, 3, 4]

@@ -82,7 +82,7 @@ def test_every_paper_config_is_listed_and_checked():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_config_carries_the_paper_settings(name):
-    cfg = default_config(False).with_overrides(name)
+    cfg = default_config("full").with_overrides(name)
     for key, value in EXPECTED[name].items():
         got = getattr(cfg, key)
         if key in ("options", "eval_options"):

@@ -107,7 +107,7 @@ def test_simclr_options_change_its_augmentation():
 
 
 def test_pretrain_iic_with_options_from_the_command_line_form(tmp_path, synth_quick):
-    cfg = default_config(True).with_overrides(None, [
+    cfg = default_config("test").with_overrides(None, [
         "method=iic", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=2", "num_workers=0",
         "options.intra=shuffle", "options.negatives=32"])
     assert cfg.options == {"intra": "shuffle", "negatives": 32} and cfg.frames_size == 32
@@ -131,7 +131,7 @@ def test_cvrl_head_augmentations_and_sampler_options(tmp_path, synth_quick, monk
         m(batch(s=1))
     s = sampler_for("cvrl", clip_len=8, interval="increasing", power=2.0)
     assert isinstance(s, TemporalIntervalSampler) and (s.mode, s.power) == ("increasing", 2.0)
-    cfg = default_config(True).with_overrides(None, [
+    cfg = default_config("test").with_overrides(None, [
         "method=cvrl", "width=0.125", "clip_len=4", "size=28", "epochs=1", "steps_per_epoch=1", "num_workers=0",
         "options.interval=uniform", "options.hidden=64"])
     assert pretrain(cfg, str(synth_quick.root), tmp_path / "cvrl", progress=False)["epochs_done"] == 1
@@ -235,7 +235,7 @@ def test_a_run_folder_is_not_reused_for_other_method_options(tmp_path, synth_qui
 
     from course_lib.experiment import pretrain
 
-    cfg = default_config(True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+    cfg = default_config("test", method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
                          num_workers=0, batch_size=4, options={"intra": "repeat", "negatives": 8})
     pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
     again = pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)  # the same setting: loaded, not retrained
@@ -254,7 +254,7 @@ def test_a_run_folder_is_not_reused_after_a_method_default_changed(tmp_path, syn
     from course_lib.experiment import pretrain
     from course_lib.methods.iic import IIC
 
-    cfg = default_config(True, method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
+    cfg = default_config("test", method="iic", width=0.125, clip_len=4, size=28, epochs=1, steps_per_epoch=1,
                          num_workers=0, batch_size=4, options={"negatives": 8})
     pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
     settings = json.loads((tmp_path / "run.json").read_text())["method_settings"]

@@ -40,7 +40,7 @@ def test_the_budget_is_shared_and_each_run_changes_only_what_it_declares():
 
 
 def test_a_changed_run_trains_beside_the_declared_one(tmp_path):
-    plain, short = course.run("simclr", "quick", runs=tmp_path), course.run("simclr", "quick", runs=tmp_path, epochs=1)
+    plain, short = course.run("simclr", "test", runs=tmp_path), course.run("simclr", "test", runs=tmp_path, epochs=1)
     assert short.config == replace(plain.config, epochs=1)
     assert short.folder.parent == plain.folder.parent and short.folder != plain.folder
     with pytest.raises(ValueError, match="unknown run 'nope'"):
@@ -61,10 +61,10 @@ def test_seeds_are_runs_of_their_own_and_make_the_band(tmp_path, monkeypatch):
 def test_a_record_is_measured_once_written_and_kept(tmp_path, monkeypatch):
     tiny_quick_course(monkeypatch, tmp_path / "data")
     monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
-    small = course.run("speed", "quick", epochs=1)
+    small = course.run("speed", "test", epochs=1)
     record = results.measure("speed", run=small)
     assert {"run", "method", "mode", "seed", "config", "scores", "log", "seconds"} <= set(record)
-    assert (record["run"], record["method"], record["mode"], record["seed"]) == ("speed", "speed", "quick", 0)
+    assert (record["run"], record["method"], record["mode"], record["seed"]) == ("speed", "speed", "test", 0)
     assert record["config"]["epochs"] == 1 and record["config"]["method_settings"]["strides"] == [1, 2, 4, 8]
     assert [r["epoch"] for r in record["log"]] == [1] and record["seconds"] == pytest.approx(record["log"][0]["seconds"], abs=0.1)
     assert set(record["scores"]) >= {"linear", "knn", "R@1", "R@50", "attentive", "color", "finetune"}
@@ -90,13 +90,13 @@ def test_the_results_command_writes_each_trained_run_and_keeps_a_file_whose_run_
                                                                                              capsys):
     tiny_quick_course(monkeypatch, tmp_path / "data")
     monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
-    assert main(["results", "--mode", "quick", "--runs", "random_init,rotation"]) == 0
+    assert main(["results", "--mode", "test", "--runs", "random_init,rotation"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out == {"mode": "quick", "runs": 2, "written": 1, "not trained": 1}  # rotation was never trained
-    written = json.loads((tmp_path / "results" / "quick" / "random_init.json").read_text())
+    assert out == {"mode": "test", "runs": 2, "written": 1, "not trained": 1}  # rotation was never trained
+    written = json.loads((tmp_path / "results" / "test" / "random_init.json").read_text())
     assert written["run"] == "random_init" and written["config"]["model"] == "r3d_vcop" and written["log"] == []
-    assert written == course.result("random_init", "quick")
-    assert main(["results", "--mode", "quick", "--runs", "random_init"]) == 0
+    assert written == course.result("random_init", "test")
+    assert main(["results", "--mode", "test", "--runs", "random_init"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kept"] == 1
     assert main(["results", "--runs", "nope"]) == 2 and "unknown run 'nope'" in capsys.readouterr().err
 
@@ -108,7 +108,7 @@ def test_the_results_command_writes_each_trained_run_and_keeps_a_file_whose_run_
     (["size=7"], "setting size=7 is not allowed: model r3d_vcop needs frames of at least 16 px"),
 ])
 def test_bad_option_values_are_one_error_line(settings, message, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_MODE", "test")
     assert main(["pretrain", "--method", "simclr", *settings, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and err.count("\n") == 1
@@ -117,7 +117,7 @@ def test_bad_option_values_are_one_error_line(settings, message, tmp_path, capsy
 
 def test_settings_may_stand_before_between_and_after_the_options(tmp_path, monkeypatch):
     from course_lib import experiment
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_MODE", "test")
     seen = []
     monkeypatch.setattr(experiment, "pretrain", lambda cfg, data, out, progress: seen.append((cfg, out)) or
                         {"final": None, "epochs_done": 0})
@@ -142,4 +142,4 @@ def test_option_rules_cover_every_method_and_refuse_what_the_constructor_would()
     for name, option, value in (("byol", "rho", 1), ("iic", "intra", "sideways"), ("videomae", "mask_ratio", 1.0),
                                 ("moco", "momentum", 1.5), ("dualvar", "base", "byol"), ("cvrl", "interval", "flat")):
         with pytest.raises(SettingError, match=f"options.{option}="):
-            course.default_config("quick", method=name, options={option: value}, **(course.VIT if name == "videomae" else {}))
+            course.default_config("test", method=name, options={option: value}, **(course.VIT if name == "videomae" else {}))

@@ -92,7 +92,7 @@ def test_three_test_crops_differ_and_cover_the_frame(tmp_path, height, width):
     g = np.random.default_rng(0)
     write_video(tmp_path / "a" / "v.mp4", g.integers(0, 256, (20, height, width, 3), dtype=np.uint8), crf=0)
     manifest = Manifest(tmp_path, ["a"], [VideoEntry("a/v.mp4", "a", "test", 20, 25.0)])
-    cfg = default_config(True, clip_len=4, test_clips=2, size=24)
+    cfg = default_config("test", clip_len=4, stride=1, test_clips=2, size=24)
     views = eval_set(cfg, manifest, "test", frames=24, crops=3)[0]["clips"]  # 6 x 3 x 4 x 24 x 24
     full = ClipDataset(manifest, UniformClipSampler(clip_len=4, num_clips=2), split="test", short_side=24)[0]["clips"]
     long = max(full.shape[-2:])
@@ -229,7 +229,7 @@ def test_bias_probes_find_an_appearance_reader_on_the_twin_only():
 
     plain = builtin_dataset(quick=True, progress=False)
     twin = builtin_dataset(quick=True, static_bias=1, progress=False)
-    row = bias_probes(ColourStats(), budget(True), plain, twin, "cpu")
+    row = bias_probes(ColourStats(), budget("test"), plain, twin, "cpu")
     assert list(row) == ["twin", "R@1 twin", "plain", "color", "background", "shape"]
     chance = 100 / len(plain.classes)
     assert row["twin"] >= row["plain"] + 40 and row["R@1 twin"] >= 3 * chance

@@ -142,7 +142,7 @@ def videomae_lr(epochs, warmup_epochs, steps_per_epoch):
 @pytest.mark.parametrize("name", sorted(VIDEOMAE))
 def test_videomae_epochs_are_the_trained_span_of_the_script(name):
     official = VIDEOMAE[name]
-    cfg = default_config(False).with_overrides(name)
+    cfg = default_config("full").with_overrides(name)
     assert cfg.epochs == official["checkpoint"] + 1 == official["epochs"] - 1  # the model VideoMAE reports
     assert cfg.warmup_epochs == official["warmup"]
     steps = 4  # per epoch; the schedules depend on the share of training only

@@ -16,10 +16,10 @@ def test_the_recipe_and_its_cache_folder(tmp_path):
     from course_lib.course import budget, finetune_config, finetune_folder, weights_id
     from course_lib.models import create_model
 
-    base = budget(False)
+    base = budget("full")
     ft = finetune_config(base, "full")
     assert (ft.epochs, ft.lr, ft.warmup_epochs, ft.batch_size, ft.clip_len) == (10, 1e-3, 0, base.batch_size, 16)
-    assert finetune_config(budget(True), "quick").epochs == 3
+    assert finetune_config(budget("test"), "test").epochs == 3
     assert finetune_config(base, "full", epochs=30).epochs == 30
 
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def test_finetune_epochs_rows_runs_and_resume(tmp_path, monkeypatch):
     rows = module.main(args)
     assert list(rows) == ["random init, 2 epochs"]
     row = rows["random init, 2 epochs"]
-    folder = tmp_path / "data" / "runs" / "quick" / "10" / "finetune" / row["folder"]
+    folder = tmp_path / "data" / "runs" / "test" / "10" / "finetune" / row["folder"]
     assert row["folder"].startswith("random_init-") and row["folder"].endswith("-crop-noflip-2ep")  # beside notebook 10's
     metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     assert row["train_loss"] == [round(m["loss"], 3) for m in metrics if "acc" in m]

@@ -298,7 +298,7 @@ def test_vjepa_is_evaluated_with_its_ema_target_encoder(tmp_path, synth_quick):
     from course_lib.experiment import load_backbone, pretrain
     from course_lib.train import load_checkpoint
 
-    cfg = default_config(True, method="vjepa", model="vit_course", width=0.25, clip_len=4, size=32, batch_size=4,
+    cfg = default_config("test", method="vjepa", model="vit_course", width=0.25, clip_len=4, size=32, batch_size=4,
                          epochs=1, steps_per_epoch=2, num_workers=0, options={"predictor_depth": 1})
     pretrain(cfg, str(synth_quick.root), tmp_path, progress=False)
     state = load_checkpoint(tmp_path / "checkpoint.pt")["method"]
@@ -334,7 +334,7 @@ def test_the_attentive_probe_trained_as_vjepa_runs_its_schedule_and_averages_the
     from course_lib.data import ClipDataset, RandomClipSampler
     from course_lib.evaluate import eval_set
 
-    cfg = default_config(True, clip_len=4, size=32, test_clips=2)
+    cfg = default_config("test", clip_len=4, size=32, test_clips=2)
     recipe = replace(ProbeRecipe(), epochs=2, segments=2, batch_size=8)
     train = ClipDataset(synth_quick, RandomClipSampler(clip_len=4, stride=2, num_clips=2), split="train",
                         size=(crop_room(32),) * 2)

@@ -47,29 +47,29 @@ def prepared(tmp_path_factory):
 
 def test_course_dataset_follows_the_setting(prepared, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("COURSE_DATA", str(tmp_path))
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_MODE", "test")
     monkeypatch.setenv("COURSE_DATASET", str(prepared))  # the folder; its manifest.jsonl is found
     manifest = course_dataset()
     assert manifest.classes == ["slide_left", "slide_right", "still"] and len(manifest) == 18
     s = setup()
     assert not s.builtin and s.dataset == (prepared / "manifest.jsonl").resolve()
-    assert s.runs.parent == tmp_path / "runs" and s.runs.name.startswith("quick-prepared videos-")
+    assert s.runs.parent == tmp_path / "runs" and s.runs.name.startswith("test-prepared videos-")
     assert f"COURSE_DATASET={s.dataset}" in capsys.readouterr().out
     monkeypatch.setenv("COURSE_DATASET", str(tmp_path / "nowhere"))
     with pytest.raises(SettingError, match=r"^COURSE_DATASET=.*nowhere: no manifest there"):
         dataset_override()
     monkeypatch.delenv("COURSE_DATASET")
     s = setup()
-    assert s.builtin and s.runs == tmp_path / "runs" / "quick"
+    assert s.builtin and s.runs == tmp_path / "runs" / "test"
 
 
 def test_a_training_notebook_runs_on_a_prepared_dataset(prepared, monkeypatch, tmp_path):
-    """Notebook 04 in quick mode on the prepared folder: it trains on its three classes and splits, skips the
+    """Notebook 04 at the test budget on the prepared folder: it trains on its three classes and splits, skips the
     cells about the built-in data's attributes and twin, and never generates the built-in data."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv("COURSE_DATA", str(tmp_path))
-    monkeypatch.setenv("COURSE_QUICK", "1")
+    monkeypatch.setenv("COURSE_MODE", "test")
     monkeypatch.setenv("COURSE_DATASET", str(prepared / "manifest.jsonl"))
     nb = nbformat.read(REPO / "notebooks" / "04_contrastive_learning.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}},
@@ -78,7 +78,7 @@ def test_a_training_notebook_runs_on_a_prepared_dataset(prepared, monkeypatch, t
     assert [o for o in outputs if o.output_type == "error"] == []
     text = "".join(o.get("text", "") for o in outputs)
     assert "COURSE_DATASET=" in text and text.count("skipped: ") == 2
-    runs = next((tmp_path / "runs").glob("quick-prepared videos-*"))  # the prepared dataset's own run cache
+    runs = next((tmp_path / "runs").glob("test-prepared videos-*"))  # the prepared dataset's own run cache
     for method in ("simclr", "moco", "supervised"):
         folder = runs / course.spec(method).folder
         assert Path(json.loads((folder / "run.json").read_text(encoding="utf-8"))["data"]) == prepared.resolve()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import course_lib
-from course_lib.course import default_config
+from course_lib.course import budget, default_config
 from course_lib import machine, runtime
 from course_lib.cli import main
 from course_lib.data.synth import PRESETS, ensure, generate
@@ -226,45 +226,55 @@ def test_autocast_rules_per_device():
 
 
 # ------------------------------------------------------------ the mode that fits the machine
-@pytest.mark.parametrize("env, cuda, mps, quick, reason", [
-    ({"COURSE_QUICK": "1"}, True, False, True, "COURSE_QUICK=1 is set"),
-    ({"COURSE_QUICK": "0"}, False, False, False, "COURSE_QUICK=0 is set"),
-    ({"CI": "true"}, True, False, True, "CI is set"),
-    ({"CI": "true", "COURSE_QUICK": "0"}, False, False, False, "COURSE_QUICK=0 is set"),
-    ({}, True, False, False, "a GPU was found"),
-    ({}, False, True, False, "a GPU was found: Apple GPU"),
-    ({}, False, False, True, "no GPU was found"),
+@pytest.mark.parametrize("env, cuda, mps, name, reason", [
+    ({"COURSE_MODE": "test"}, True, False, "test", "COURSE_MODE=test is set"),
+    ({"COURSE_MODE": "CPU", "CI": "true"}, True, False, "cpu", "COURSE_MODE=cpu is set"),
+    ({"COURSE_MODE": "full", "COURSE_QUICK": "1"}, False, False, "full", "COURSE_MODE=full is set"),
+    ({"COURSE_QUICK": "1"}, True, False, "cpu", "COURSE_QUICK=1 is set"),
+    ({"COURSE_QUICK": "0"}, False, False, "full", "COURSE_QUICK=0 is set"),
+    ({"CI": "true"}, True, False, "test", "CI is set"),
+    ({"CI": "true", "COURSE_QUICK": "0"}, False, False, "full", "COURSE_QUICK=0 is set"),
+    ({}, True, False, "full", "a GPU was found"),
+    ({}, False, True, "full", "a GPU was found: Apple GPU"),
+    ({}, False, False, "cpu", "no GPU was found"),
 ])
-def test_mode_fits_the_machine(hardware, monkeypatch, env, cuda, mps, quick, reason):
-    monkeypatch.delenv("COURSE_QUICK", raising=False)
-    monkeypatch.delenv("CI", raising=False)
+def test_mode_fits_the_machine(hardware, monkeypatch, env, cuda, mps, name, reason):
+    for var in ("COURSE_MODE", "COURSE_QUICK", "CI"):
+        monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     hardware(cuda=cuda, mps=mps)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Mock GPU")
     mode = machine.course_mode()
-    assert mode.quick is quick and mode.reason.startswith(reason)
-    assert machine.quick_mode() is quick
+    assert mode.name == name and mode.reason.startswith(reason)
+    assert machine.quick_mode() is (name != "full")
 
 
 def test_setup_says_which_mode_why_and_how_to_change_it(hardware, monkeypatch, capsys):
-    monkeypatch.delenv("COURSE_QUICK", raising=False)
-    monkeypatch.delenv("CI", raising=False)
+    for var in ("COURSE_MODE", "COURSE_QUICK", "CI"):
+        monkeypatch.delenv(var, raising=False)
     hardware(cuda=False, mps=False)
     s = machine.setup(seed=0)
     out = capsys.readouterr().out
-    assert s.quick and s.runs.name == "quick"
-    assert "mode: QUICK, because no GPU was found" in out and "COURSE_QUICK=0" in out
+    assert s.mode == "cpu" and s.quick and s.runs.name == "cpu"
+    assert "mode: CPU, the CPU default" in out and "because no GPU was found" in out and "COURSE_MODE=test or full" in out
+    monkeypatch.setenv("COURSE_MODE", "test")
+    s = machine.setup(seed=0)
+    assert s.runs.name == "test" and "its numbers are not results" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_MODE", "quick")
+    with pytest.raises(SettingError, match="COURSE_MODE='quick' is not allowed: use test, cpu, full"):
+        machine.setup(seed=0)
+    monkeypatch.delenv("COURSE_MODE")
     monkeypatch.setenv("COURSE_QUICK", "maybe")
     with pytest.raises(SettingError, match="COURSE_QUICK='maybe' is not allowed: use 1"):
         machine.setup(seed=0)
 
 
-def test_commands_run_quick_without_a_gpu_and_say_so(hardware, monkeypatch, capsys, tmp_path):
+def test_commands_run_the_cpu_default_without_a_gpu_and_say_so(hardware, monkeypatch, capsys, tmp_path):
     import course_lib.experiment as experiment
 
-    monkeypatch.delenv("COURSE_QUICK", raising=False)
-    monkeypatch.delenv("CI", raising=False)
+    for var in ("COURSE_MODE", "COURSE_QUICK", "CI"):
+        monkeypatch.delenv(var, raising=False)
     hardware(cuda=False, mps=False)
     got = {}
 
@@ -275,8 +285,9 @@ def test_commands_run_quick_without_a_gpu_and_say_so(hardware, monkeypatch, caps
     monkeypatch.setattr(experiment, "pretrain", fake_pretrain)
     assert main(["pretrain", "--method", "vcop", "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert err.startswith("course_lib: quick mode, because no GPU was found") and "COURSE_QUICK=0" in err
-    assert got["cfg"] == default_config(True, method="vcop")
-    monkeypatch.setenv("COURSE_QUICK", "0")  # forced: no note, full-size settings
+    assert err.startswith("course_lib: cpu mode (the CPU default") and "because no GPU was found" in err
+    assert "COURSE_MODE=test or full" in err
+    assert got["cfg"] == default_config("cpu", method="vcop") == budget("cpu", method="vcop")  # the notebooks' budget
+    monkeypatch.setenv("COURSE_MODE", "full")  # forced: no note, the course budget
     assert main(["pretrain", "--method", "vcop", "--out", str(tmp_path)]) == 0
-    assert capsys.readouterr().err == "" and got["cfg"] == default_config(False, method="vcop")
+    assert capsys.readouterr().err == "" and got["cfg"] == default_config("full", method="vcop") == budget("full", method="vcop")

@@ -85,6 +85,6 @@ def test_pretrain_flip_rows_runs_and_resume(tmp_path, monkeypatch):
 def test_the_flipping_methods_are_those_whose_views_flip_in_notebook_10():
     from course_lib import course
     from course_lib.methods.registry import resolved_options
-    flips = {name for name in course.names("comparison") if (cfg := course.run(name, "quick").config).method and
+    flips = {name for name in course.names("comparison") if (cfg := course.run(name, "test").config).method and
              (resolved_options(cfg.method, cfg.options).get("augment") or {}).get("flip", 0) > 0}
     assert set(course.FLIPPING) == flips

@@ -64,7 +64,7 @@ def test_a_bad_value_in_a_yaml_file_names_the_file(tmp_path, capsys):
 
 
 def test_a_bad_value_set_in_python_raises_a_setting_error():
-    cfg = default_config(True)
+    cfg = default_config("test")
     with pytest.raises(SettingError, match=r"^setting lr='abc' is not allowed: lr must be a number > 0"):
         RunConfig(lr="abc")
     with pytest.raises(SettingError, match="setting width=0 is not allowed"):
@@ -80,7 +80,7 @@ def test_a_bad_value_set_in_python_raises_a_setting_error():
 
 
 def test_good_values_are_normalised():
-    cfg = default_config(True).with_overrides(None, ["lr=1e-3", "epochs=8.0", "milestones=[3, 6]",
+    cfg = default_config("test").with_overrides(None, ["lr=1e-3", "epochs=8.0", "milestones=[3, 6]",
                                                              "width=1", "amp=0", "device=cpu"])
     assert cfg.lr == 0.001 and isinstance(cfg.lr, float)  # PyYAML reads 1e-3 as a string
     assert cfg.epochs == 8 and isinstance(cfg.epochs, int)
@@ -99,9 +99,9 @@ def test_shipped_paper_configs_pass_their_checks():
     from course_lib.experiment import list_configs
 
     for name in list_configs():
-        default_config(False).with_overrides(name).check()
+        default_config("full").with_overrides(name).check()
 
 
 def test_grad_clip_reaches_training():
-    cfg = default_config(True).with_overrides(None, ["grad_clip=1.0"])
+    cfg = default_config("test").with_overrides(None, ["grad_clip=1.0"])
     assert cfg.train_config().grad_clip == 1.0

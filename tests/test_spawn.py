@@ -90,13 +90,13 @@ def test_a_training_epoch_and_evaluation_with_two_spawned_loader_workers(tmp_pat
     out = run_spawned(tmp_path, f'''
         from course_lib.course import default_config
         from course_lib.experiment import evaluate, pretrain
-        cfg = default_config(True, num_workers=2, **{SMALL!r})
+        cfg = default_config("test", num_workers=2, **{SMALL!r})
         summary = pretrain(cfg, {str(tiny_data.root)!r}, {str(run)!r}, progress=False)
         return {{"train": summary["final"],
                  "eval": evaluate("retrieval", cfg, {str(tiny_data.root)!r}, checkpoint={str(run)!r}, progress=False)}}
     ''')
     assert out["spawned"] >= 2 * 3  # the training loader, then the train and test feature loaders
-    cfg = default_config(True, num_workers=0, **SMALL)
+    cfg = default_config("test", num_workers=0, **SMALL)
     here = pretrain(cfg, str(tiny_data.root), tmp_path / "here", progress=False)["final"]
     assert out["result"]["train"]["loss"] == pytest.approx(here["loss"], rel=1e-6)
     a = torch.load(run / "checkpoint.pt", weights_only=True)["method"]

@@ -21,7 +21,7 @@ def test_twin_seeds_rows_runs_and_resume(tmp_path, monkeypatch):
 
     # the random init is notebook 04's (seed 0 before the backbone is made)
     plain, twin = builtin_dataset(progress=False), builtin_dataset(static_bias=1, progress=False)
-    base = course.budget(True)
+    base = course.budget("test")
     torch.manual_seed(0)
     expected = bias_probes(create_model(base.model, width=base.width), base, plain, twin, "cpu")
     assert {k: rows["random init, seed 0"][k] for k in expected} == expected

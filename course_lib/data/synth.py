@@ -304,13 +304,13 @@ def ensure(out: str | os.PathLike | None = None, *, quick: bool | None = None, c
            static_bias: float = 0.0, progress: bool = True) -> Manifest:
     """Load the built-in dataset, generating it first if it is missing or was made with other settings.
 
-    With no arguments it lives under ``data/synth`` (or ``data/synth-quick`` in quick
-    mode) of the course repository; its static-bias twin (``static_bias=P``, unless ``cfg``
-    is given) under ``data/synth-biasP`` (``data/synth-quick-biasP``).
+    With no arguments it lives under ``data/synth`` (or ``data/synth-quick``, the small preset,
+    where the mode's ``machine.DATA_PRESET`` says so) of the course repository; its static-bias
+    twin (``static_bias=P``, unless ``cfg`` is given) under ``data/synth-biasP`` (``data/synth-quick-biasP``).
     """
-    from ..machine import quick_mode  # here, not above: machine imports the methods, which import this package
+    from ..machine import course_mode, small_data  # here, not above: machine imports the methods, which import this package
 
-    quick = quick_mode() if quick is None else quick
+    quick = small_data(course_mode().name) if quick is None else quick
     cfg = cfg or replace(PRESETS["quick" if quick else "default"], static_bias=static_bias)
     name = ("synth-quick" if quick else "synth") + (f"-bias{cfg.static_bias:g}" if cfg.static_bias else "")
     out = Path(out) if out else data_dir() / name

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     S = setup(seed=0)
     manifest = course_dataset()
-    base = course.budget(S.quick)
-    recipe = course.finetune_config(base, S.quick).epochs
+    base = course.budget(S.mode)
+    recipe = course.finetune_config(base, S.mode).epochs
     unknown = [s for s in args.starts if s not in course.COMPARISON]
     if unknown:
         p.error(f"--starts: unknown {', '.join(unknown)} (choose one of {', '.join(course.COMPARISON)})")
@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
         if row in rows:
             continue
         t0 = time.perf_counter()
-        run = course.run(name, S.quick)
+        run = course.run(name, S.mode)
         bb = run.backbone()  # trained first if the cache lacks it
         folder = course.finetune_folder(S.runs / "10", run.spec.title + (f" seed {run.spec.seed}" if run.spec.seed else ""),
                                         bb, None if epochs == recipe else epochs, flip=augment.flip > 0)
-        r = finetune(copy.deepcopy(bb), ft_train, ft_test, course.finetune_config(base, S.quick, epochs).train_config(),
+        r = finetune(copy.deepcopy(bb), ft_train, ft_test, course.finetune_config(base, S.mode, epochs).train_config(),
                      folder, num_classes=len(manifest.classes), device=S.device, progress=False, size=base.size,
                      augment=augment)
         metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]

@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
         if row in rows:
             continue
         t0 = time.perf_counter()
-        record = measure(name, S.quick, device=S.device)  # trains the run first if the cache lacks it
+        record = measure(name, S.mode, device=S.device)  # trains the run first if the cache lacks it
         s = record["scores"]
         if "direction" not in s:
-            p.error(f"{course.result_path(name, S.quick).parent}: no two classes of this dataset are mirror images "
+            p.error(f"{course.result_path(name, S.mode).parent}: no two classes of this dataset are mirror images "
                     f"of each other, so there is no direction to measure")
         rows[row] = {"run": name, "linear": s["linear"], "R@1": s["R@1"], "direction": s["direction"],
                      "cos(clip, mirrored clip)": s["cos mirrored"], "seconds": round(time.perf_counter() - t0)}

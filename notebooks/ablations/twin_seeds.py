@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     S = setup(seed=0)
-    base = course.budget(S.quick)
+    base = course.budget(S.mode)
     changes = {"epochs": args.epochs} if args.epochs else {}
     plain, twin = builtin_dataset(progress=False), builtin_dataset(static_bias=1, progress=False)
     out = Path(args.out)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name is None:
             record(row, ColourStats(), t0)
             continue
-        run = course.run(name, S.quick, **(changes if course.spec(name).method else {}))
+        run = course.run(name, S.mode, **(changes if course.spec(name).method else {}))
         if run.folder is None:
             record(row, run.backbone(), t0)
             continue
