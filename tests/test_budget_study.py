@@ -46,6 +46,9 @@ def test_rows_train_a_subset_measure_it_and_resume(tmp_path, monkeypatch):
     a, ya, b, yb = frozen_features(backbone, cfg, subset, torch.device("cpu"))
     assert len(ya) == 2 * len(full.classes) and row["linear"] == round(linear_probe(a, ya, b, yb)["test_acc"], 2)
 
+    line = next(x for x in study.table(rows).splitlines() if x.startswith("| 2 | 1 | 32 | 8 | 0.25 |"))
+    assert f"| {row['linear']:.1f} |" in line  # the table reads the rows
+
     # a second call resumes from the file; the figure is drawn from it
     monkeypatch.setattr(study, "measure", lambda *a, **k: pytest.fail("measured a row the file holds"))
     assert study.main(args) == rows == json.loads(out.read_text())

@@ -12,6 +12,7 @@ costs on any machine (the frames are decoded once, into the frame cache).
     python notebooks/ablations/budget_study.py --out notebooks/results/study/budget_study.json
     python notebooks/ablations/budget_study.py --out ... --point videos=60,epochs=10 --seeds 0 1 2
     python notebooks/ablations/budget_study.py --out ... --plot docs/figures/budget_study.png
+    python notebooks/ablations/budget_study.py --out ... --table      # the markdown table of docs/measurements.md
 
 Runs are cached under ``$COURSE_DATA/runs/study``; the output file is written after each row and
 a second call skips the rows it holds, so the study can be stopped and resumed.
@@ -111,11 +112,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--plot", default=None, help="write the figure of the rows in --out to this PNG and stop")
+    p.add_argument("--table", action="store_true", help="print the rows in --out as a markdown table and stop")
     args = p.parse_args(argv)
     out = Path(args.out)
     rows = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
     if args.plot:
         plot(rows, args.plot)
+        return rows
+    if args.table:
+        print(table(rows))
         return rows
     torch.set_num_threads(1)
     full = builtin_dataset(quick=False, progress=False)
@@ -138,6 +143,30 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{key:56s} linear {row['linear']:5.1f}  R@1 {row['R@1']:5.1f}  "
                       f"cpu {row['cpu_seconds'] / 60:5.1f} min", flush=True)
     return rows
+
+
+def table(rows: dict) -> str:
+    """One line per study point: each method's linear probe (mean over seeds, the seed range where there are
+    several) and its training CPU-minutes, beside random init's."""
+    points: dict[tuple, dict] = {}
+    for r in rows.values():
+        points.setdefault(tuple(r[k] for k in CENTRE), {}).setdefault(r["method"], []).append(r)
+    names = ("random_init", *METHODS)
+    lines = ["| " + " | ".join([*CENTRE, *(f"{n} linear" for n in names), *(f"{n} CPU-min" for n in METHODS)]) + " |",
+             "|" + "---|" * (len(CENTRE) + len(names) + len(METHODS))]
+    for point, by in sorted(points.items()):
+        def acc(n):
+            v = [r["linear"] for r in by.get(n, [])]
+            if not v:
+                return ""
+            mean = f"{sum(v) / len(v):.1f}"
+            return mean + (f" ({min(v):.1f}-{max(v):.1f}, {len(v)} seeds)" if len(v) > 1 else "")
+
+        def cpu(n):
+            v = [r["cpu_seconds"] / 60 for r in by.get(n, [])]
+            return f"{sum(v) / len(v):.1f}" if v else ""
+        lines.append("| " + " | ".join([*(f"{x:g}" for x in point), *map(acc, names), *map(cpu, METHODS)]) + " |")
+    return "\n".join(lines)
 
 
 def plot(rows: dict, path: str) -> None:
