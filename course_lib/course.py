@@ -39,14 +39,14 @@ from .runtime import repo_root
 _SHARED = dict(model="r3d_vcop", width=0.25, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.05,
                stride=2, warmup_epochs=1, num_workers=2, test_clips=3)
 BUDGETS = {
-    "test": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the small dataset
+    "test": dict(_SHARED, clip_len=8, size=48, epochs=4),  # a smoke test: 128 training videos of the small dataset
     "cpu": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the small dataset
     "full": dict(_SHARED, clip_len=16, size=64, epochs=30),  # 480 training videos
 }
 # the masked methods' backbone at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
 # 16 x 64 x 64 clip) beside r3d_vcop x0.25 (0.90M, 0.49 GMACs)
 VIT = {"model": "vit_course", "width": 0.5}
-FINETUNE_EPOCHS = {"test": 3, "cpu": 3, "full": 10}  # notebook 10's fine-tuning recipe: lr 1e-3, no warm-up
+FINETUNE_EPOCHS = {"test": 1, "cpu": 3, "full": 10}  # notebook 10's fine-tuning recipe: lr 1e-3, no warm-up
 
 
 def mode_name(mode: str | None = None) -> str:
