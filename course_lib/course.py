@@ -39,7 +39,7 @@ from .runtime import repo_root
 _SHARED = dict(model="r3d_vcop", width=0.25, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.05,
                stride=2, warmup_epochs=1, num_workers=2, test_clips=3)
 BUDGETS = {
-    "test": dict(_SHARED, clip_len=8, size=48, epochs=4),  # a smoke test: 128 training videos of the small dataset
+    "test": dict(_SHARED, clip_len=8, size=48, epochs=2, test_clips=2),  # a smoke test, on the small dataset
     "cpu": dict(_SHARED, clip_len=8, size=48, epochs=8),  # 128 training videos of the small dataset
     "full": dict(_SHARED, clip_len=16, size=64, epochs=30),  # 480 training videos
 }

@@ -13,13 +13,13 @@ def test_plateau_epochs_is_the_first_epoch_at_twice_chance():
 
 
 def test_the_recipe_and_its_cache_folder(tmp_path):
-    from course_lib.course import budget, finetune_config, finetune_folder, weights_id
+    from course_lib.course import FINETUNE_EPOCHS, budget, finetune_config, finetune_folder, weights_id
     from course_lib.models import create_model
 
     base = budget("full")
     ft = finetune_config(base, "full")
     assert (ft.epochs, ft.lr, ft.warmup_epochs, ft.batch_size, ft.clip_len) == (10, 1e-3, 0, base.batch_size, 16)
-    assert finetune_config(budget("test"), "test").epochs == 3
+    assert finetune_config(budget("test"), "test").epochs == FINETUNE_EPOCHS["test"] < 10
     assert finetune_config(base, "full", epochs=30).epochs == 30
 
     torch.manual_seed(0)

@@ -81,8 +81,8 @@ def test_dataset_generation_under_spawn(tmp_path, tiny_data):
     assert hashes(tmp_path / "spawned") == hashes(tiny_data.root)  # the same bytes as one process writes
 
 
-SMALL = dict(method="simclr", width=0.125, clip_len=4, size=28, batch_size=4, epochs=1, steps_per_epoch=3,
-             test_clips=2)
+SMALL = dict(method="simclr", width=0.125, clip_len=4, stride=1, size=28, batch_size=4, epochs=1, steps_per_epoch=3,
+             warmup_epochs=0.5, test_clips=2)  # every field that moves the numbers, whatever the test budget is
 
 
 def test_a_training_epoch_and_evaluation_with_two_spawned_loader_workers(tmp_path, tiny_data):
