@@ -188,15 +188,17 @@ def use_channels_last(method: torch.nn.Module) -> None:
             lambda _, args: (args[0].contiguous(memory_format=torch.channels_last_3d), *args[1:]))
 
 
-def _same_run(saved: dict, cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's config matches: the settings that change no number (workers, memory format,
-    compilation) may differ, and a setting added to TrainConfig after the checkpoint was written
-    matches when it holds its default (what the code did before the setting existed)."""
+def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings in which a checkpoint's config differs from ``cfg`` ("epochs=4 -> 2"); none if it matches.
+    The settings that change no number (workers, memory format, compilation) may differ, and a setting added
+    to TrainConfig after the checkpoint was written matches when it holds its default (what the code did
+    before the setting existed)."""
     free = ("num_workers", "channels_last", "compile", "log_every")
     now = asdict(cfg)
     default = asdict(TrainConfig())
     saved = {**{k: default[k] for k in now.keys() - saved.keys() if k in default}, **saved}
-    return {k: v for k, v in saved.items() if k not in free} == {k: v for k, v in now.items() if k not in free}
+    return [f"{k}={saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(saved.keys() | now.keys())
+            if k not in free and saved.get(k) != now.get(k)]
 
 
 def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.PathLike, *, device=None,
@@ -249,8 +251,10 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, map_location=device)
-        if not _same_run(state["config"], cfg):
-            raise ValueError(f"{ckpt_path}: was written with another training config; use a new --out or resume=False.")
+        changed = _changed_settings(state["config"], cfg)
+        if changed:  # e.g. a course budget changed since the run was cached
+            raise ValueError(f"{ckpt_path}: was written with another training config ({', '.join(changed)}); use a "
+                             f"new --out, delete the folder, or resume=False.")
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -359,7 +363,7 @@ def load_or_train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str |
     ckpt = Path(out) / CHECKPOINT
     if ckpt.exists():
         state = load_checkpoint(ckpt)
-        if _same_run(state["config"], cfg) and state["epoch"] == cfg.epochs:
+        if not _changed_settings(state["config"], cfg) and state["epoch"] == cfg.epochs:
             method.load_state_dict(state["method"])
             return json.loads((Path(out) / SUMMARY).read_text(encoding="utf-8"))
     return train(method, dataset, cfg, out, **kwargs)

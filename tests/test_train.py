@@ -176,7 +176,7 @@ def test_performance_switches_change_no_number_and_can_resume(tmp_path, synth_qu
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-5) for k in a)
     torch.manual_seed(123)
     more = TrainConfig(epochs=3, batch_size=4, lr=0.05, num_workers=1, steps_per_epoch=2, seed=3, channels_last=True)
-    with pytest.raises(ValueError, match="another training config"):  # epochs do change the run
+    with pytest.raises(ValueError, match=r"another training config \(epochs=2 -> 3\); use a new --out"):  # epochs do
         train(build_method("rotation", tiny_backbone()), dataset_for("rotation", synth_quick), more,
               tmp_path / "a", progress=False)
     same = TrainConfig(epochs=2, batch_size=4, lr=0.05, num_workers=1, steps_per_epoch=2, seed=3, channels_last=True)
@@ -188,14 +188,14 @@ def test_performance_switches_change_no_number_and_can_resume(tmp_path, synth_qu
 def test_a_checkpoint_from_before_a_new_setting_matches_only_at_its_default():
     """A setting added to TrainConfig later (weight_decay_on, grad_clip) is absent from older checkpoints:
     such a run matches while the new setting holds its default, which is what the old code did."""
-    from course_lib.train import _same_run
+    from course_lib.train import _changed_settings
 
     cfg = TrainConfig(epochs=2, batch_size=4)
     old = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("weight_decay_on", "grad_clip")}
-    assert _same_run(old, cfg)
-    assert not _same_run(old, dataclasses.replace(cfg, grad_clip=1.0))
-    assert not _same_run(old, dataclasses.replace(cfg, weight_decay_on="kernels"))
-    assert not _same_run({**old, "lr": cfg.lr * 2}, cfg)
+    assert _changed_settings(old, cfg) == []
+    assert _changed_settings(old, dataclasses.replace(cfg, grad_clip=1.0)) == ["grad_clip=None -> 1.0"]
+    assert _changed_settings(old, dataclasses.replace(cfg, weight_decay_on="kernels"))
+    assert _changed_settings({**old, "lr": cfg.lr * 2}, cfg) == [f"lr={cfg.lr * 2!r} -> {cfg.lr!r}"]
 
 
 def test_weight_decay_on_kernels_only_leaves_biases_and_batchnorm_alone():
