@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .data import builtin_dataset, course_dataset
-from .experiment import RunConfig, load_backbone, load_method, pretrain
+from .experiment import RunConfig, backbone_from, load_backbone, load_method, pretrain
 from .machine import MODES, check_mode, course_mode, runs_root, small_data
 from .methods import method_class
 from .models import create_model
@@ -318,6 +318,27 @@ def results_dir() -> Path:
 
 def result_path(name: str, mode: str | None = "full") -> Path:
     return results_dir() / mode_name(mode) / f"{spec(name).name}.json"
+
+
+def weights_path(name: str, mode: str | None = "full") -> Path:
+    return results_dir() / mode_name(mode) / "weights" / f"{spec(name).name}.pt"
+
+
+def reference_backbone(name: str, mode: str | None = "full") -> tuple[torch.nn.Module, RunConfig] | None:
+    """The committed reference backbone of run ``name`` and its config, in float32 and eval mode, or None if it has
+    none: the fp16 weights beside its result file (``results.save_weights``), loaded with ``weights_only=True``;
+    a baseline is its random init at ``mode``. ``backbone, cfg = course.reference_backbone("iic")``."""
+    if spec(name).folder is None:
+        r = run(name, mode)
+        return r.backbone().eval(), r.config
+    path = weights_path(name, mode)
+    if not path.exists():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = RunConfig(**saved["config"])
+    backbone = backbone_from(cfg)
+    backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved["state"].items()})
+    return backbone.eval(), cfg
 
 
 def result(name: str, mode: str | None = "full") -> dict | None:

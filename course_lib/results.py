@@ -7,7 +7,8 @@ and the ``seconds`` its training took. The record is cached beside the run (``sc
 a notebook that asks again reads it, unless the checkpoint changed.
 
 ``write(name, mode)`` puts the record where the course commits it,
-``notebooks/results/<mode>/<run>.json``; ``python -m course_lib results --mode full`` does it for
+``notebooks/results/<mode>/<run>.json``, and for a run notebook 10 compares, its backbone in fp16 beside it
+(``weights/<run>.pt``, ``course.reference_backbone``); ``python -m course_lib results --mode full`` does it for
 every run the cache holds, resumably (a file whose run has not changed is kept).
 
 Score groups (``SCORES``), each one function of a run's frozen backbone at the mode's budget, read on the
@@ -50,7 +51,7 @@ from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
 from .evaluate import (APPEARANCE, RETRIEVAL_KS, EvalContext, attribute_probe, bias_probes, classify, direction_probe,
                        eval_set, finetune, finetune_augment, frozen_features, knn, linear_probe, mirror_pairs,
                        mirror_similarity, retrieval, reversal_similarity, run_protocol, test_centre_clips, train_clips)
-from .experiment import eval_config, evaluate
+from .experiment import eval_config, evaluate, load_backbone
 from .losses import effective_rank, embedding_std
 from .machine import get_device, runs_root, small_data
 from .methods.registry import resolved_options
@@ -319,10 +320,34 @@ def write(name: str, mode: str | None = None, *, train: bool = False, force: boo
     if path.exists() and not force and run.trained():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("identity") == _identity(run) and set(run.spec.scores) <= _measured(old):
+            if run.spec.group == "comparison" and not _weights_current(run):
+                save_weights(name, run.mode)
             return "kept", path
     record = measure(name, run.mode, train=train, progress=progress, run=run, fresh=force)
     _write_json(path, record)
+    if run.spec.group == "comparison":  # notebook 10 compares these backbones live: their weights ship too
+        save_weights(name, run.mode)
     return "written", path
+
+
+def save_weights(name: str, mode: str | None = "full") -> Path:
+    """Commit-sized copy of trained run ``name``'s evaluated backbone: its weights in fp16 with its config and the
+    checkpoint identity its result file names, beside that file (``course.weights_path``), written atomically and
+    loadable with ``weights_only=True`` (``course.reference_backbone``)."""
+    run = course.run(name, mode)
+    backbone, cfg = load_backbone(run.folder)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
+    path = course.weights_path(name, run.mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"run": run.name, "mode": run.mode, "identity": _identity(run), "config": asdict(cfg), "state": state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _weights_current(run: course.Run) -> bool:
+    path = course.weights_path(run.name, run.mode)
+    return path.exists() and torch.load(path, map_location="cpu", weights_only=True)["identity"] == _identity(run)
 
 
 def scores(name: str, mode: str | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:

@@ -143,3 +143,38 @@ def test_option_rules_cover_every_method_and_refuse_what_the_constructor_would()
                                 ("moco", "momentum", 1.5), ("dualvar", "base", "byol"), ("cvrl", "interval", "flat")):
         with pytest.raises(SettingError, match=f"options.{option}="):
             course.default_config("test", method=name, options={option: value}, **(course.VIT if name == "videomae" else {}))
+
+
+def test_a_compared_run_ships_its_backbone_in_fp16_and_a_line_loads_it(tmp_path, monkeypatch):
+    tiny_quick_course(monkeypatch, tmp_path / "data")
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
+    assert course.reference_backbone("speed", "test") is None  # nothing committed yet
+    run = course.run("speed", "test", epochs=1)
+    run.train()
+    monkeypatch.setattr(course, "run", lambda name, mode=None, **kw: run)  # write() asks for the declared run
+    assert results.write("speed", "test")[0] == "written"
+    saved = torch.load(course.weights_path("speed", "test"), weights_only=True)
+    assert saved["identity"] == course.result("speed", "test")["identity"]  # the weights the result file measured
+    assert all(v.dtype == torch.float16 for v in saved["state"].values() if v.is_floating_point())
+    mine, cfg = course.reference_backbone("speed", "test")
+    assert cfg == run.config
+    original = run.backbone().eval()
+    for (k, a), b in zip(original.state_dict().items(), mine.state_dict().values()):
+        assert a.dtype == b.dtype and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), k
+    x = torch.rand(2, 3, cfg.clip_len, cfg.size, cfg.size)
+    with torch.no_grad():
+        assert torch.nn.functional.cosine_similarity(original(x), mine(x)).min() > 0.999
+    # a file whose run is unchanged is kept, and missing weights are written again
+    course.weights_path("speed", "test").unlink()
+    assert results.write("speed", "test")[0] == "kept" and course.weights_path("speed", "test").exists()
+
+
+def test_the_committed_reference_weights_match_their_result_files_and_stay_small():
+    folder = course.results_dir() / "full" / "weights"
+    files = sorted(folder.glob("*.pt"))
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
+    for f in files:
+        saved = torch.load(f, map_location="cpu", weights_only=True)
+        record = course.result(f.stem, "full")
+        assert record is not None and saved["identity"] == record["identity"], f.name
+        assert course.spec(f.stem).group == "comparison" and saved["config"]["epochs"] == record["config"]["epochs"]
