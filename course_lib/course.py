@@ -328,7 +328,7 @@ def reference_backbone(name: str, mode: str | None = "full") -> tuple[torch.nn.M
     """The committed reference backbone of run ``name`` and its config, in float32 and eval mode, or None if it has
     none: the fp16 weights beside its result file (``results.save_weights``), loaded with ``weights_only=True``;
     a baseline is its random init at ``mode``. ``backbone, cfg = course.reference_backbone("iic")``."""
-    if spec(name).folder is None:
+    if not spec(name).folder:  # a baseline: nothing trained
         r = run(name, mode)
         return r.backbone().eval(), r.config
     path = weights_path(name, mode)

@@ -350,20 +350,63 @@ def _weights_current(run: course.Run) -> bool:
     return path.exists() and torch.load(path, map_location="cpu", weights_only=True)["identity"] == _identity(run)
 
 
+def reference_protocol(mode: str | None = None) -> tuple:
+    """(budget, dataset) that the reference backbones are read with here: full mode's, as their result files were
+    measured, so live scores reproduce the committed ones; at the test budget its own smaller data and clips (a
+    smoke test of the code, not a result)."""
+    read = "test" if course.mode_name(mode) == "test" else "full"
+    return course.budget(read), builtin_dataset(small_data(read), progress=False)
+
+
+def reference_features(name: str, mode: str | None = None, device=None, reference: str = "full") -> tuple | None:
+    """Run ``name``'s committed reference backbone (``course.reference_backbone``) read by the frozen protocol on
+    this machine: (train features, train labels, test features, test labels), or None without committed weights.
+    Cached under the mode's run cache by the weights' hash, so a second call reads them."""
+    spec, mode = course.spec(name), course.mode_name(mode)
+    path = course.weights_path(name, reference)
+    if spec.folder and not path.exists():
+        return None
+    key = hashlib.sha1(path.read_bytes()).hexdigest()[:12] if spec.folder else f"random{spec.seed}"
+    cache = runs_root(mode) / f"reference-{reference}" / f"{name}-{key}.pt"
+    if cache.exists():
+        return tuple(torch.load(cache, weights_only=True))
+    backbone, cfg = course.reference_backbone(name, reference)
+    base, manifest = reference_protocol(mode)
+    features = frozen_features(backbone, base, manifest, get_device(device), view=cfg.options.get("view", "rgb"))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    torch.save(list(features), tmp)
+    os.replace(tmp, cache)
+    return features
+
+
+def reference_scores(name: str, mode: str | None = None, device=None, reference: str = "full") -> dict:
+    """The ``frozen`` scores (R@k, linear, kNN) of run ``name``'s reference backbone measured live here ({} without
+    committed weights): beside ``course.result(name)``'s, they show that the committed numbers are reproducible."""
+    features = reference_features(name, mode, device, reference)
+    if features is None:
+        return {}
+    a, ya, b, yb = features
+    return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
+            "knn": knn(a, ya, b, yb)["test_acc"]}
+
+
 def scores(name: str, mode: str | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:
     """The scores of the learner's own run ``name`` (trained and measured if the cache lacks them)."""
     return measure(name, mode, groups=groups, **kwargs)["scores"]
 
 
 def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] = ("frozen",),
-            mode: str | None = None, reference: str = "full", device=None, mine: bool = True) -> list[dict]:
+            mode: str | None = None, reference: str = "full", device=None, mine: bool | str = True) -> list[dict]:
     """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only; none with
-    ``mine=False``, for runs too long to train in a notebook) beside the committed reference at
-    ``reference`` and its seed band: ``{"run", "title", "mine", "reference", "band"}``."""
+    ``mine=False``, for runs too long to train in a notebook; with ``mine="cached"`` only for the runs the cache
+    holds, nothing trained) beside the committed reference at ``reference`` and its seed band:
+    ``{"run", "title", "mine", "reference", "band"}``."""
     rows = []
     for name in names:
         ref = course.result(name, reference)
-        measured = scores(name, mode, groups, device=device) if mine else {}
+        record = measure(name, mode, groups=groups, device=device, train=mine is True) if mine else None
+        measured = record["scores"] if record else {}
         rows.append({"run": name, "title": course.spec(name).title,
                      "mine": {k: v for k, v in measured.items() if k in keys},
                      "reference": {k: ref["scores"][k] for k in keys if k in ref["scores"]} if ref else {},

@@ -178,3 +178,25 @@ def test_the_committed_reference_weights_match_their_result_files_and_stay_small
         record = course.result(f.stem, "full")
         assert record is not None and saved["identity"] == record["identity"], f.name
         assert course.spec(f.stem).group == "comparison" and saved["config"]["epochs"] == record["config"]["epochs"]
+
+
+def test_the_reference_is_read_live_and_reproduces_its_result_file(tmp_path, monkeypatch):
+    tiny_quick_course(monkeypatch, tmp_path / "data")
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path / "results")
+    run = course.run("speed", "test", epochs=1)
+    run.train()
+    declared = course.run
+    monkeypatch.setattr(course, "run", lambda name, mode=None, **kw: run if name == "speed" else declared(name, mode, **kw))
+    results.write("speed", "test")  # the result file and the fp16 weights, as a reference at "test"
+    assert results.reference_features("speed", "test", reference="full") is None  # none committed at full
+    live = results.reference_scores("speed", "test", reference="test")
+    committed = course.result("speed", "test")["scores"]
+    one_video = 100 / len(course.builtin_dataset(True, progress=False).split("test"))
+    assert set(live) == {"linear", "knn", *(f"R@{k}" for k in results.RETRIEVAL_KS)}
+    assert all(abs(live[k] - committed[k]) <= one_video + 1e-6 for k in live), (live, committed)
+    cached = next((tmp_path / "data" / "runs" / "test" / "reference-test").glob("speed-*.pt"))
+    monkeypatch.setattr(results, "frozen_features", None)  # a second call reads the cache
+    assert results.reference_scores("speed", "test", reference="test") == live and cached.exists()
+    # "cached": the learner's runs the cache holds are measured, nothing is trained
+    rows = results.compare(["speed", "rotation"], ("linear",), mode="test", mine="cached")
+    assert rows[0]["mine"]["linear"] == committed["linear"] and rows[1]["mine"] == {}
