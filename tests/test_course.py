@@ -200,3 +200,23 @@ def test_the_reference_is_read_live_and_reproduces_its_result_file(tmp_path, mon
     # "cached": the learner's runs the cache holds are measured, nothing is trained
     rows = results.compare(["speed", "rotation"], ("linear",), mode="test", mine="cached")
     assert rows[0]["mine"]["linear"] == committed["linear"] and rows[1]["mine"] == {}
+
+
+def test_a_verdict_calls_a_difference_noise_within_the_measured_seed_spread(tmp_path, monkeypatch):
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path)
+    (tmp_path / "full").mkdir()
+    scores = {"iic": {"linear": 60.0}, "iic-no_intra": {"linear": 40.0}, "cvrl": {"linear": 30.0},
+              "cvrl-uniform": {"linear": 26.0}}
+    # no seeds at this budget: two test videos are the floor
+    assert results.noise(["cvrl"], "linear", "full", test_videos=120) == (pytest.approx(100 / 60),
+                                                                           "no seeds run at full: two test videos")
+    assert "holds" in results.verdict(scores, "cvrl", "cvrl-uniform", "linear")
+    for name, linear in (("iic", 43.3), ("iic-seed1", 54.2), ("iic-seed2", 71.7)):
+        (tmp_path / "full" / f"{name}.json").write_text(json.dumps({"scores": {"linear": linear}}))
+    # IIC's own spread (28.4 points) swallows a 20-point difference, and is the widest one for a run without seeds
+    assert results.verdict(scores, "iic", "iic-no_intra", "linear").startswith("iic vs iic-no_intra: +20.0 points of "
+                                                                              "linear, within noise (IIC's seed spread")
+    limit, why = results.noise(["cvrl", "cvrl-uniform"], "linear")
+    assert limit == pytest.approx(28.4) and why == "the widest seed spread measured at full (IIC's)"
+    assert "reversed" in results.verdict({"rotation": {"R@1": 10.0}, "vcop": {"R@1": 50.0}}, "rotation", "vcop", "R@1")
+    assert results.verdict(scores, "iic", "byol", "linear") == "iic vs byol: linear not measured"
