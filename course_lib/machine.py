@@ -122,7 +122,7 @@ MEANING = {
     "cpu": "the CPU default: small enough for a laptop, big enough that learning shows",
     "full": "the course budget: the reference results were measured at it",
 }
-DATA_PRESET = {"test": "quick", "cpu": "quick", "full": "default"}  # each mode's built-in dataset (data.synth.PRESETS)
+DATA_PRESET = {"test": "quick", "cpu": "default", "full": "default"}  # each mode's built-in dataset (data.synth.PRESETS)
 
 
 @dataclass(frozen=True)

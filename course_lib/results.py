@@ -310,22 +310,24 @@ def measure(name: str, mode: str | None = None, *, groups: tuple[str, ...] | Non
 
 
 def write(name: str, mode: str | None = None, *, train: bool = False, force: bool = False,
-          progress: bool = False) -> tuple[str, Path | None]:
+          progress: bool = False, weights: bool | None = None) -> tuple[str, Path | None]:
     """Write run ``name``'s record to ``notebooks/results/<mode>/<name>.json``; ("kept" | "written" |
-    "not trained", path). A file whose identity matches the cached run is kept unless ``force``."""
+    "not trained", path). A file whose identity matches the cached run is kept unless ``force``. A run notebook 10
+    compares also gets its fp16 backbone beside the file (``save_weights``) with ``weights``, by default in full mode."""
     run = course.run(name, mode)
+    ship = (run.mode == "full" if weights is None else weights) and run.spec.group == "comparison"
     path = course.result_path(name, run.mode)
     if not run.trained() and not train:
         return "not trained", None
     if path.exists() and not force and run.trained():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("identity") == _identity(run) and set(run.spec.scores) <= _measured(old):
-            if run.spec.group == "comparison" and not _weights_current(run):
+            if ship and not _weights_current(run):
                 save_weights(name, run.mode)
             return "kept", path
     record = measure(name, run.mode, train=train, progress=progress, run=run, fresh=force)
     _write_json(path, record)
-    if run.spec.group == "comparison":  # notebook 10 compares these backbones live: their weights ship too
+    if ship:  # notebook 10 compares these backbones live: their weights ship too
         save_weights(name, run.mode)
     return "written", path
 

@@ -152,7 +152,8 @@ def test_a_compared_run_ships_its_backbone_in_fp16_and_a_line_loads_it(tmp_path,
     run = course.run("speed", "test", epochs=1)
     run.train()
     monkeypatch.setattr(course, "run", lambda name, mode=None, **kw: run)  # write() asks for the declared run
-    assert results.write("speed", "test")[0] == "written"
+    assert results.write("speed", "test")[0] == "written" and not course.weights_path("speed", "test").exists()
+    assert results.write("speed", "test", weights=True)[0] == "kept"  # only full mode ships weights by default
     saved = torch.load(course.weights_path("speed", "test"), weights_only=True)
     assert saved["identity"] == course.result("speed", "test")["identity"]  # the weights the result file measured
     assert all(v.dtype == torch.float16 for v in saved["state"].values() if v.is_floating_point())
@@ -166,7 +167,7 @@ def test_a_compared_run_ships_its_backbone_in_fp16_and_a_line_loads_it(tmp_path,
         assert torch.nn.functional.cosine_similarity(original(x), mine(x)).min() > 0.999
     # a file whose run is unchanged is kept, and missing weights are written again
     course.weights_path("speed", "test").unlink()
-    assert results.write("speed", "test")[0] == "kept" and course.weights_path("speed", "test").exists()
+    assert results.write("speed", "test", weights=True)[0] == "kept" and course.weights_path("speed", "test").exists()
 
 
 def test_the_committed_reference_weights_match_their_result_files_and_stay_small():
@@ -187,7 +188,7 @@ def test_the_reference_is_read_live_and_reproduces_its_result_file(tmp_path, mon
     run.train()
     declared = course.run
     monkeypatch.setattr(course, "run", lambda name, mode=None, **kw: run if name == "speed" else declared(name, mode, **kw))
-    results.write("speed", "test")  # the result file and the fp16 weights, as a reference at "test"
+    results.write("speed", "test", weights=True)  # the result file and the fp16 weights, as a reference at "test"
     assert results.reference_features("speed", "test", reference="full") is None  # none committed at full
     live = results.reference_scores("speed", "test", reference="test")
     committed = course.result("speed", "test")["scores"]

@@ -170,19 +170,28 @@ def table(rows: dict) -> str:
 
 
 def plot(rows: dict, path: str) -> None:
-    """Linear accuracy against training CPU-minutes, one panel per factor, random init as the floor."""
+    """Linear accuracy against training CPU-minutes, one panel per factor (the mean over seeds, the seed range as
+    an error bar), random init as the floor."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(GRID), figsize=(4 * len(GRID), 3.6), sharey=True)
     colours = dict(zip(METHODS, ("black", "tab:blue", "tab:orange", "tab:green")))
     for ax, (factor, values) in zip(axes, GRID.items()):
         for name in METHODS:
-            pts = sorted((r[factor], r["cpu_seconds"] / 60, r["linear"]) for r in rows.values()
-                         if r["method"] == name and all(r[k] == CENTRE[k] for k in CENTRE if k != factor))
-            if pts:
-                ax.plot([q[1] for q in pts], [q[2] for q in pts], "o-", color=colours[name], label=name)
-                for v, x, y in pts:
-                    ax.annotate(f"{v:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            seeds: dict[float, list] = {}  # factor value -> [(CPU-minutes, linear)] over seeds
+            for r in rows.values():
+                if r["method"] == name and all(r[k] == CENTRE[k] for k in CENTRE if k != factor):
+                    seeds.setdefault(r[factor], []).append((r["cpu_seconds"] / 60, r["linear"]))
+            if not seeds:
+                continue
+            values = sorted(seeds)
+            x = [sum(c for c, _ in seeds[v]) / len(seeds[v]) for v in values]
+            y = [sum(a for _, a in seeds[v]) / len(seeds[v]) for v in values]
+            spread = [[y_ - min(a for _, a in seeds[v]) for v, y_ in zip(values, y)],
+                      [max(a for _, a in seeds[v]) - y_ for v, y_ in zip(values, y)]]
+            ax.errorbar(x, y, yerr=spread, fmt="o-", color=colours[name], label=name, capsize=3)
+            for v, x_, y_ in zip(values, x, y):
+                ax.annotate(f"{v:g}", (x_, y_), fontsize=7, xytext=(3, 3), textcoords="offset points")
         floor = [r["linear"] for r in rows.values() if r["method"] == "random_init"
                  and all(r[k] == CENTRE[k] for k in CENTRE)]
         if floor:
