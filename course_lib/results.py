@@ -420,17 +420,18 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     """``compare``'s rows as text: each score of the learner's run, then the reference's (with its seed band)."""
     here, ref = course.mode_name(mode), reference
     with_mine = any(r["mine"] for r in rows)  # compare(..., mine=False): the reference alone
-    head = f"{'run':24s}" + "".join((f"{k + ' ' + here:>15s}" if with_mine else "") + f"{k + ' ' + ref:>15s}"
-                                    for k in keys)
+    width = {k: max(15, len(f"{k} {max(here, ref, key=len)}") + 2) for k in keys}  # a long key keeps its gap
+    head = f"{'run':24s}" + "".join((f"{k + ' ' + here:>{width[k]}s}" if with_mine else "")
+                                    + f"{k + ' ' + ref:>{width[k]}s}" for k in keys)
     lines = [head]
     for r in rows:
         cells = ""
         for k in keys:
-            mine, theirs, b = r["mine"].get(k), r["reference"].get(k), r["band"].get(k)
+            mine, theirs, b, w = r["mine"].get(k), r["reference"].get(k), r["band"].get(k), width[k]
             if with_mine:
-                cells += f"{mine:15.1f}" if mine is not None else f"{'-':>15s}"
+                cells += f"{mine:{w}.1f}" if mine is not None else f"{'-':>{w}s}"
             text = "-" if theirs is None else f"{theirs:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
-            cells += f"{text:>15s}"
+            cells += f"{text:>{w}s}"
         lines.append(f"{r['title']:24s}" + cells)
     if not any(r["reference"] for r in rows):
         lines.append(f"(no committed {ref}-mode result files for these runs yet: python -m course_lib results --mode {ref})")
