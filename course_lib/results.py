@@ -56,6 +56,7 @@ from .losses import effective_rank, embedding_std
 from .machine import get_device, runs_root, small_data
 from .methods.registry import resolved_options
 from .runtime import usable_cpus
+from .train import save_atomic
 
 SCORES_FILE = "scores.json"  # the record, cached beside the run it measures
 ATTRIBUTES = ("shape", "color", "texture", "background")
@@ -119,11 +120,15 @@ def _measured(record: dict) -> set[str]:
     return {g for g, v in groups.items() if VERSIONS.get(g) == v} if isinstance(groups, dict) else set()
 
 
-@score_group("frozen")
-def _frozen(s: Scoring) -> dict:
-    a, ya, b, yb = s.features()
+def frozen_group(a, ya, b, yb) -> dict:
+    """The ``frozen`` group's scores from (train features, train labels, test features, test labels)."""
     return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
             "knn": knn(a, ya, b, yb)["test_acc"]}
+
+
+@score_group("frozen")
+def _frozen(s: Scoring) -> dict:
+    return frozen_group(*s.features())
 
 
 @score_group("centred")
@@ -341,9 +346,8 @@ def save_weights(name: str, mode: str | None = "full") -> Path:
     state = {k: v.half() if v.is_floating_point() else v for k, v in backbone.state_dict().items()}
     path = course.weights_path(name, run.mode)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"run": run.name, "mode": run.mode, "identity": _identity(run), "config": asdict(cfg), "state": state}, tmp)
-    os.replace(tmp, path)
+    save_atomic({"run": run.name, "mode": run.mode, "identity": _identity(run), "config": asdict(cfg), "state": state},
+                path)
     return path
 
 
@@ -376,9 +380,7 @@ def reference_features(name: str, mode: str | None = None, device=None, referenc
     base, manifest = reference_protocol(mode)
     features = frozen_features(backbone, base, manifest, get_device(device), view=cfg.options.get("view", "rgb"))
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    torch.save(list(features), tmp)
-    os.replace(tmp, cache)
+    save_atomic(list(features), cache)
     return features
 
 
@@ -388,9 +390,7 @@ def reference_scores(name: str, mode: str | None = None, device=None, reference:
     features = reference_features(name, mode, device, reference)
     if features is None:
         return {}
-    a, ya, b, yb = features
-    return {**retrieval(a, ya, b, yb, ks=RETRIEVAL_KS), "linear": linear_probe(a, ya, b, yb)["test_acc"],
-            "knn": knn(a, ya, b, yb)["test_acc"]}
+    return frozen_group(*features)
 
 
 def scores(name: str, mode: str | None = None, groups: tuple[str, ...] | None = None, **kwargs) -> dict:
