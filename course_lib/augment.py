@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import Callable
 
 import torch
 from einops import rearrange, repeat
@@ -382,11 +383,18 @@ def _where_some(x: torch.Tensor, on: torch.Tensor, fn, sync_free: bool = False) 
     return x
 
 
-def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig, sync_free: bool = False) -> torch.Tensor:
+STAGES = ("crop", "colour")  # the crop and flip; then the appearance changes (jitter, grayscale, blur, solarize)
+
+
+def _apply_block(x: torch.Tensor, p: dict, cfg: AugmentConfig, sync_free: bool = False,
+                 stages: tuple[str, ...] = STAGES) -> torch.Tensor:
     def some(on, fn):
         return _where_some(x, on, fn, sync_free)
 
-    x = resized_crop(x, p["box"], cfg.size, p["flip"])  # a new float tensor, which the steps below may overwrite
+    if "crop" in stages:
+        x = resized_crop(x, p["box"], cfg.size, p["flip"])  # a new float tensor, which the steps below may overwrite
+    if "colour" not in stages:
+        return x
     x = some(p["jitter"], lambda v, i: color_jitter(v, p["factors"][i], p["order"][i], cfg.contrast_mean,
                                                     sync_free=sync_free))
     x = some(p["gray"], lambda v, i: grayscale(v).expand_as(v).contiguous())  # later steps write into x
@@ -408,7 +416,7 @@ def block_size(n: int, per_clip: int, device: torch.device) -> int:
 
 
 def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig, block: int | None = None,
-          sync_free: bool | None = None) -> torch.Tensor:
+          sync_free: bool | None = None, stages: tuple[str, ...] = STAGES) -> torch.Tensor:
     """Augment N clips (uint8, or float in [0, 1]) with the parameters of ``sample_params``, one set per clip.
 
     Every op is batched over the clips of a block; ``block`` clips at a time (default:
@@ -416,35 +424,44 @@ def apply(x: torch.Tensor, p: dict, cfg: AugmentConfig, block: int | None = None
     (up to float rounding). ``sync_free`` (default: off the CPU) never reads a parameter on
     the host, so a GPU step does not wait for the device here: the optional ops run on every
     clip and each clip keeps its own result. The CPU computes only the clips that need an op.
+    ``stages``: both (the default), or only the crop ("crop"), or only the colour changes ("colour") of clips
+    already cropped, which are then written into.
     """
     n, c, t = x.shape[:3]
     sync_free = x.device.type != "cpu" if sync_free is None else sync_free
     block = block or block_size(n, c * t * cfg.size ** 2, x.device)
     if block >= n:
-        return _apply_block(x, p, cfg, sync_free)
-    out = torch.empty(n, c, t, cfg.size, cfg.size, device=x.device)
+        return _apply_block(x, p, cfg, sync_free, stages)
+    out = x if "crop" not in stages else torch.empty(n, c, t, cfg.size, cfg.size, device=x.device)
     for i in range(0, n, block):
         part = slice(i, i + block)
-        out[part] = _apply_block(x[part], {k: v[part] for k, v in p.items()}, cfg, sync_free)
+        out[part] = _apply_block(x[part], {k: v[part] for k, v in p.items()}, cfg, sync_free, stages)
     return out
 
 
 def augment(clips: torch.Tensor, cfg: AugmentConfig = AugmentConfig(), g: torch.Generator | None = None,
-            *, return_params: bool = False, block: int | None = None, sync_free: bool | None = None):
+            *, return_params: bool = False, block: int | None = None, sync_free: bool | None = None,
+            between: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """Augment a batch of clips B x C x T x H x W -> float B x C x T x size x size in [0, 1].
 
     ``g`` (a torch.Generator on the clips' device) makes the views reproducible. ``block``
-    and ``sync_free``: see ``apply``.
+    and ``sync_free``: see ``apply``. ``between`` changes the cropped clips (B x C x T x size x size,
+    floats in [0, 1]) before their colour changes: FAME's foreground merging (``debias.fame``).
     """
     x = clips if clips.dtype == torch.uint8 else clips.float()  # the crop converts uint8 itself
     b, _, t, h, w = x.shape
-    if cfg.consistent:
-        p = sample_params(cfg, b, h, w, g, x.device)
+    n = b if cfg.consistent else b * t  # every frame is its own one-frame clip when not consistent
+    p = sample_params(cfg, n, h, w, g, x.device)
+    x = x if cfg.consistent else rearrange(x, "b c t h w -> (b t) c 1 h w")
+    if between is None:
         out = apply(x, p, cfg, block, sync_free)
-    else:  # every frame is its own one-frame clip
-        p = sample_params(cfg, b * t, h, w, g, x.device)
-        out = apply(rearrange(x, "b c t h w -> (b t) c 1 h w"), p, cfg, block, sync_free)
-        out = rearrange(out, "(b t) c 1 h w -> b c t h w", b=b)
+    else:
+        out = apply(x, p, cfg, block, sync_free, stages=("crop",))
+        out = out if cfg.consistent else rearrange(out, "(b t) c 1 h w -> b c t h w", b=b)
+        out = between(out)
+        out = out if cfg.consistent else rearrange(out, "b c t h w -> (b t) c 1 h w")
+        out = apply(out.contiguous(), p, cfg, block, sync_free, stages=("colour",))
+    out = out if cfg.consistent else rearrange(out, "(b t) c 1 h w -> b c t h w", b=b)
     return (out, p) if return_params else out
 
 
@@ -455,9 +472,9 @@ class VideoAugment(nn.Module):
         super().__init__()
         self.cfg = cfg.replace(**changes)
 
-    def forward(self, clips: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, clips: torch.Tensor, g: torch.Generator | None = None, between=None) -> torch.Tensor:
         with full_precision(clips):  # a training step's autocast would make the blur's matrix products bf16
-            return augment(clips, self.cfg, g)
+            return augment(clips, self.cfg, g, between=between)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.cfg).items())

@@ -189,7 +189,7 @@ for _base in ("simclr", "moco"):
 for _arm, _both in (("alone", False), ("both", True)):
     declare(f"dualvar-residual_{_arm}", "07", "dualvar", title=f"simclr {'+ both' if _both else 'alone'}, residual",
             folder=f"07/residual_{_arm}", scores=("frozen", "centred", "reversal"), group="07",
-            options={"base": "simclr", "rank": _both, "coherent": _both, "view": "residual"})
+            options={"base": "simclr", "rank": _both, "coherent": _both, "debias": "residual"})
 # 08: BYOL without its predictor, without its EMA target, and with rho = 4 clips per video
 for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "no predictor", {"predictor": False}),
                                          ("byol-no_ema", "no_EMA", "no EMA", {"momentum": 0.0}),

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import distributed
+from . import debias, distributed
 from .data import ClipDataset, Manifest, builtin_dataset
 from .augment import crop_room
 from .evaluate import PROTOCOLS as PROTOCOL_TABLE
@@ -99,7 +99,8 @@ class RunConfig(TrainConfig):
             check_eval_options(self.eval_options)
         except ValueError as e:
             raise SettingError(f"setting eval_options={self.eval_options!r} is not allowed: {e}") from None
-        problem = method_class(self.method).clip_problem(self.clip_len, self.options)
+        problem = (method_class(self.method).clip_problem(self.clip_len, self.options)
+                   or debias.clip_problem(self.clip_len, self.options.get("debias", debias.NONE)))
         if problem:
             raise SettingError(f"setting clip_len={self.clip_len} is not allowed: {problem}.")
 

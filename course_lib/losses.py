@@ -65,12 +65,14 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float = 0.1, *, symm
 
 @in_fp32
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, reduction: str = "mean",
-            normalized: bool = False) -> torch.Tensor:
+            normalized: bool = False, negatives: torch.Tensor | None = None) -> torch.Tensor:
     """SimCLR's NT-Xent: each of the 2N views has one positive (its pair) and 2N - 2 negatives.
 
     z1, z2: N x D, L2-normalised here unless ``normalized``. ``reduction``: "mean" over the 2N
     rows (SimCLR), or "sum" of the two directions, loss_a + loss_b, each a mean over N rows:
     twice the mean, the official CVRL loss (``official/projects/video_ssl/losses/losses.py``).
+    ``negatives``: N x D, one more negative for both views of sample i, its intra-video negative
+    (``debias="intra"``): each row's logits get the column z . n_i / t.
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"nt_xent reduction {reduction!r} is not mean or sum.")
@@ -82,6 +84,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, *, red
     own = torch.cat([rows, rows + m])  # the column of each query itself
     sim = torch.cat([z1, z2]) @ keys.T / temperature  # 2N x 2M
     sim = sim.masked_fill(F.one_hot(own, 2 * m).bool(), float("-inf"))  # never yourself
+    if negatives is not None:  # one more column: each view against its own sample's intra-negative
+        n = negatives if normalized else F.normalize(negatives, dim=1)
+        sim = torch.cat([sim, (torch.cat([z1, z2]) * torch.cat([n, n])).sum(1, keepdim=True) / temperature], 1)
     target = torch.cat([rows + m, rows])  # view i <-> view i + M
     loss = F.cross_entropy(sim, target)
     return 2 * loss if reduction == "sum" else loss
@@ -161,15 +166,20 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 @in_fp32
 def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.07, *,
-              normalized: bool = False):
+              normalized: bool = False, negatives: torch.Tensor | None = None):
     """InfoNCE with one positive key per query and the queue as negatives.
 
-    q, k: N x D (L2-normalised here unless ``normalized``), queue: K x D. Returns (loss, logits N x (1 + K)).
+    q, k: N x D (L2-normalised here unless ``normalized``), queue: K x D. ``negatives``: N x D, one more
+    negative key of each query (its intra-video negative, ``debias="intra"``), as the column after the
+    positive. Returns (loss, logits N x (1 + K), or N x (2 + K) with ``negatives``); column 0 is the positive.
     """
     if not normalized:
         q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
     pos = (q * k).sum(1, keepdim=True)  # N x 1
     neg = q @ queue.T  # N x K
+    if negatives is not None:
+        n = negatives if normalized else F.normalize(negatives, dim=1)
+        neg = torch.cat([(q * n).sum(1, keepdim=True), neg], 1)  # N x (1 + K)
     logits = torch.cat([pos, neg], 1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device)), logits
 

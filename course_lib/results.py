@@ -12,7 +12,7 @@ a notebook that asks again reads it, unless the checkpoint changed.
 every run the cache holds, resumably (a file whose run has not changed is kept).
 
 Score groups (``SCORES``), each one function of a run's frozen backbone at the mode's budget, read on the
-input the run was trained on (residual frames for a run with ``view="residual"``):
+input the run was trained on (residual frames for a run with ``debias="residual"``):
 
 * ``frozen``: retrieval R@1-50, the linear probe and kNN (notebooks 03-10);
 * ``attentive``: V-JEPA's attentive probe on every token, trained on tokens extracted once (notebooks 09, 10);
@@ -48,6 +48,7 @@ from . import course
 from .attentive import attentive_probe, extract_tokens
 from .augment import crop_room
 from .data import ClipDataset, Manifest, UniformClipSampler, builtin_dataset
+from .debias import input_view
 from .evaluate import (APPEARANCE, RETRIEVAL_KS, EvalContext, attribute_probe, bias_probes, classify, direction_probe,
                        eval_set, finetune, finetune_augment, frozen_features, knn, linear_probe, mirror_pairs,
                        mirror_similarity, retrieval, reversal_similarity, run_protocol, test_centre_clips, train_clips)
@@ -83,8 +84,8 @@ class Scoring:
 
     @property
     def view(self) -> str:
-        """The input the run was trained on, "rgb" or "residual" (a ``view`` option): it is read on the same."""
-        return self.run.config.options.get("view", "rgb")
+        """The input the run was trained on, "rgb" or "residual" (``debias.input_view``): it is read on the same."""
+        return input_view(self.run.config.options)
 
     def features(self) -> tuple:
         """(train features, train labels, test features, test labels) on the course's dataset."""
@@ -378,7 +379,7 @@ def reference_features(name: str, mode: str | None = None, device=None, referenc
         return tuple(torch.load(cache, weights_only=True))
     backbone, cfg = course.reference_backbone(name, reference)
     base, manifest = reference_protocol(mode)
-    features = frozen_features(backbone, base, manifest, get_device(device), view=cfg.options.get("view", "rgb"))
+    features = frozen_features(backbone, base, manifest, get_device(device), view=input_view(cfg.options))
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_atomic(list(features), cache)
     return features

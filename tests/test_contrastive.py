@@ -200,23 +200,24 @@ def test_dualvar_plays_both_clips_backwards_with_probability_reverse():
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
 
 
-def test_dualvar_residual_view_feeds_the_network_residual_frames():
-    """The course's ablation switch: with view="residual" every clip reaches the backbone as IIC's residual
-    frames of its augmented self (normalised as any input), with "rgb" (the paper) as it is."""
+def test_dualvar_residual_debias_feeds_the_network_residual_frames():
+    """With debias="residual" every clip reaches the backbone as IIC's residual frames of its augmented self
+    (normalised as any input), with "none" (the paper) as it is."""
     from course_lib.augment import augment, residual_frames
     from course_lib.methods.common import normalize
 
     fixed = {"crop": "center", "flip": 0.0, "jitter": 0.0, "grayscale": 0.0, "blur": 0.0}
     x = batch(t=8)
-    for view, expect in (("rgb", lambda v: v), ("residual", residual_frames)):
-        m = build_method("dualvar", tiny(), size=32, rank=False, coherent=False, reverse=0.0, augment=fixed, view=view)
+    for fix, expect in (("none", lambda v: v), ("residual", residual_frames)):
+        m = build_method("dualvar", tiny(), size=32, rank=False, coherent=False, reverse=0.0, augment=fixed,
+                         debias=fix)
         seen = []
         m.backbone.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
         m(x)
         views = [augment(x["clips"][:, i], m.augment.cfg) for i in (0, 1)]
         torch.testing.assert_close(seen[0], normalize(torch.cat([expect(v) for v in views])))
-    with pytest.raises(ValueError, match="options.view='flow' is not allowed"):
-        build_method("dualvar", tiny(), view="flow")
+    with pytest.raises(ValueError, match="options.debias='flow' is not allowed"):
+        build_method("dualvar", tiny(), debias="flow")
 
 
 def test_dualvar_rank_loss_uses_the_segment_order():

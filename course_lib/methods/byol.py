@@ -11,7 +11,10 @@ what keeps the embedding from collapsing to one point is the predictor together 
 slowly moving target. ``predictor=False`` or ``momentum=0`` (the target is the online
 network itself, under a stop-gradient) take those pieces away, as the BYOL notebook measures.
 
-The projector and the predictor start as SlowFast's (``head_init``).
+The projector and the predictor start as SlowFast's (``head_init``). ``debias`` adds a published
+fix for the static shortcut (``course_lib.debias``): BE and FAME change the first clip (for the
+online and the target network alike), ``residual`` every clip; ``intra`` adds negatives, and BYOL
+has none, so it is refused.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import copy
 import torch
 from torch import nn
 
+from .. import debias as fixes
 from ..augment import AugmentConfig, VideoAugment
 from ..data.samplers import RandomClipSampler
 from ..distributed import gather_no_grad
@@ -46,9 +50,12 @@ def head_init(head: nn.Module) -> nn.Module:
 
 @register_method("byol", augments=True)
 class BYOL(Method):
-    option_rules = {"rho": integer(2), "momentum": number(0, 1)}
+    option_rules = {"rho": integer(2), "momentum": number(0, 1),
+                    "debias": fixes.rule(("residual", "be", "fame"),
+                                         why="BYOL has no negatives, so intra-video negatives have nothing to join")}
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
-                 rho: int = 2, dim: int = 256, hidden: int = 4096, momentum: float = 0.996, predictor: bool = True):
+                 rho: int = 2, dim: int = 256, hidden: int = 4096, momentum: float = 0.996, predictor: bool = True,
+                 debias: str | list = "none"):
         super().__init__()
         if rho < 2:
             raise ValueError(f"BYOL needs rho >= 2 clips per video, not {rho}.")
@@ -61,6 +68,9 @@ class BYOL(Method):
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.augment = VideoAugment(augment, size=size)
         self.rho, self.base_momentum = rho, momentum
+        self.debias = fixes.Debias(debias)
+        if "intra" in self.debias:
+            raise ValueError("BYOL has no negatives, so debias 'intra' (intra-video negatives) does not apply.")
         self.momentum = momentum  # this step's, set from the training progress (so a resumed run has it too)
 
     @classmethod
@@ -82,7 +92,8 @@ class BYOL(Method):
         clips = batch["clips"]  # B x rho x C x T x H x W, uint8
         if clips.shape[1] != self.rho:
             raise ValueError(f"BYOL with rho={self.rho} needs {self.rho} clips per video, got {clips.shape[1]}.")
-        views = [normalize(self.augment(clips[:, i])) for i in range(self.rho)]  # rho x (B x C x T x H x W)
+        views = [self.debias.query(self.augment, clips[:, 0])] + [self.augment(clips[:, i]) for i in range(1, self.rho)]
+        views = [normalize(self.debias.seen(v)) for v in views]  # rho x (B x C x T x H x W)
         # online: one pass per clip, so BatchNorm sees one view of every video at a time (as the public code)
         p = torch.stack([self.predictor(self.projector(self.backbone(v))) for v in views])  # rho x B x dim
         with torch.no_grad():

@@ -44,12 +44,13 @@ def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == target).float().mean().detach()
 
 
-def two_views(batch: dict, augment: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def two_views(batch: dict, augment: nn.Module, debias=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two augmented views per video, float B x C x T x H x W in [0, 1] each.
 
     With two or more clips per video (S >= 2) the views come from clips 0 and 1 (different
-    moments of the video); with one clip, both views augment that clip.
+    moments of the video); with one clip, both views augment that clip. ``debias`` (a
+    ``debias.Debias``) makes the first view with its fixes (BE, FAME).
     """
     clips = batch["clips"]  # B x S x C x T x H x W, uint8
     first, second = clips[:, 0], clips[:, 1 if clips.shape[1] > 1 else 0]
-    return augment(first), augment(second)
+    return (debias.query(augment, first) if debias else augment(first)), augment(second)

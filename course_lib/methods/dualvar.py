@@ -19,9 +19,11 @@ maps a clip's pooled feature to S segment embeddings, one per temporal position.
 * Both are added to a base clip contrast: SimCLR's NT-Xent or MoCo's queue.
 
 "auto" in ``rank_cap`` and ``coherent_form`` takes the public code's choice for the base.
-``view="residual"`` feeds the network IIC's residual frames (``augment.residual_frames``) instead of
-RGB, every clip after its augmentation: not in the paper, a course ablation that takes away the
-static appearance two clips of one video share (notebook 07's reading).
+``debias`` adds a published fix for the static shortcut (``course_lib.debias``), not in the paper:
+``"residual"`` feeds the network IIC's residual frames instead of RGB, every clip after its
+augmentation (notebook 07's section 6); BE and FAME change c1; ``"intra"`` adds c1's
+intra-negative to the clip contrast (SimCLR: through the backbone in the same batch; MoCo:
+through the key encoder).
 
 As in the public code, both clips of a video play backwards with probability ``reverse``
 (its ``--rand_flip`` in pretraining), there is no spatial flip, and c1, c2 and c3 go
@@ -36,7 +38,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..augment import AugmentConfig, VideoAugment, residual_frames
+from .. import debias as fixes
+from ..augment import AugmentConfig, VideoAugment
 from ..losses import (COHERENT_FORMS, RANK_FORMS, MoCoQueue, momentum_update, nt_xent, shuffle_rank,
                       temporal_coherent, temporal_coherent_moco)
 from .common import mlp, normalize
@@ -49,7 +52,6 @@ from .registry import Method, register_method
 DUALVAR_AUGMENT = AugmentConfig(crop="random", flip=0.0, jitter=0.64, brightness=0.8, contrast=0.8, saturation=0.8,
                                 hue=0.2, grayscale=0.0, blur=0.5)
 BASES = ("simclr", "moco")
-VIEWS = {"rgb": lambda x: x, "residual": residual_frames}  # what the network sees of an augmented clip
 PUBLIC = {"simclr": {"rank_cap": 5.0, "coherent_form": "nt_xent"},  # model/simclr.py
           "moco": {"rank_cap": None, "coherent_form": "queue"}}  # model/moco.py
 
@@ -70,7 +72,7 @@ def shuffle_segments(x: torch.Tensor, segments: int, g: torch.Generator | None =
 
 @register_method("dualvar", augments=True)
 class DualVar(Method):
-    option_rules = {"base": one_of(BASES), "view": one_of(tuple(VIEWS)), "segments": integer(1),
+    option_rules = {"base": one_of(BASES), "debias": fixes.rule(), "segments": integer(1),
                     "segment_dim": integer(1), "theta": number(above=0), "rank_form": one_of(RANK_FORMS),
                     "coherent_form": one_of(("auto", *COHERENT_FORMS, "queue")), "reverse": number(0, 1)}
     clips_per_video = 2  # c1 and c2, two moments of the video
@@ -86,13 +88,11 @@ class DualVar(Method):
                  augment: AugmentConfig = DUALVAR_AUGMENT, segments: int = 2, segment_dim: int = 64, dim: int = 128,
                  temperature: float = 0.07, theta: float = 0.05, rank: bool = True, coherent: bool = True,
                  rank_form: str = "matrix", rank_cap: float | str | None = "auto", coherent_form: str = "auto",
-                 reverse: float = 0.5, queue: int | None = None, momentum: float = 0.999, view: str = "rgb",
+                 reverse: float = 0.5, queue: int | None = None, momentum: float = 0.999, debias: str | list = "none",
                  num_videos: int | None = None):
         super().__init__()
         if base not in BASES:
             raise ValueError(f"DualVar base {base!r} is not one of {', '.join(BASES)}.")
-        if view not in VIEWS:
-            raise ValueError(f"DualVar view {view!r} is not one of {', '.join(VIEWS)}.")
         rank_cap = PUBLIC[base]["rank_cap"] if rank_cap == "auto" else rank_cap
         coherent_form = PUBLIC[base]["coherent_form"] if coherent_form == "auto" else coherent_form
         if rank_form not in RANK_FORMS:
@@ -115,7 +115,7 @@ class DualVar(Method):
             self.segment_queue = MoCoQueue(queue, segments * segment_dim, parts=segments)
         self.augment = VideoAugment(augment, size=size)
         self.segments, self.temperature, self.theta = segments, temperature, theta
-        self.rank, self.coherent, self.reverse, self.view = rank, coherent, reverse, view
+        self.rank, self.coherent, self.reverse, self.debias = rank, coherent, reverse, fixes.Debias(debias)
         self.rank_form, self.rank_cap, self.coherent_form = rank_form, rank_cap, coherent_form
 
     @property
@@ -140,17 +140,20 @@ class DualVar(Method):
         if self.reverse:  # both clips of a video backwards in time, one coin per video
             back = torch.rand(len(clips), device=clips.device) < self.reverse
             clips = torch.where(back[:, None, None, None, None, None], clips.flip(3), clips)
-        seen = VIEWS[self.view]
-        x1, x2 = seen(self.augment(clips[:, 0])), seen(self.augment(clips[:, 1]))  # B x C x T x H x W in [0, 1]
-        x3 = seen(self.augment(clips[:, 0])) if self.rank else None  # c3: c1's frames, augmented anew
+        x1 = self.debias.query(self.augment, clips[:, 0])  # B x C x T x H x W in [0, 1]; BE or FAME if asked
+        x2 = self.augment(clips[:, 1])
+        x3 = self.augment(clips[:, 0]) if self.rank else None  # c3: c1's frames, augmented anew
+        x1, x2, x3, xn = self.debias.seen(x1, x2, x3, self.debias.negative(x1))  # xn: c1's intra-negative
         logs = {}
         if self.base == "simclr":
-            f1, f2, *f3 = self.backbone(normalize(torch.cat([x1, x2] + ([x3] if self.rank else [])))).chunk(
-                3 if self.rank else 2)  # B x D each, one batch as in the public code
-            loss = logs["clip"] = nt_xent(self.clip_head(f1), self.clip_head(f2), self.temperature)
+            parts = [x for x in (x1, x2, x3, xn) if x is not None]
+            f1, f2, *more = self.backbone(normalize(torch.cat(parts))).chunk(len(parts))  # B x D each, one batch
+            f3 = more[0] if self.rank else None
+            zn = self.clip_head(more[-1]) if xn is not None else None
+            loss = logs["clip"] = nt_xent(self.clip_head(f1), self.clip_head(f2), self.temperature, negatives=zn)
         else:
             f1 = self.moco.query_features(x1)  # B x D
-            loss, _, key_f2 = self.moco.contrast(f1, x2)
+            loss, _, key_f2 = self.moco.contrast(f1, x2, xn)
             logs["clip"] = loss
         if self.coherent:
             e1 = self.segment_embeddings(f1)  # B x S x d
@@ -170,7 +173,7 @@ class DualVar(Method):
         if self.rank:
             shuffled, perm = shuffle_segments(x3, self.segments)
             if self.base == "simclr":
-                f3, f_shuf = f3[0], self.backbone(normalize(shuffled))
+                f_shuf = self.backbone(normalize(shuffled))
             else:  # c3 and its shuffled copy as one batch, as the public MoCo form
                 f3, f_shuf = self.backbone(normalize(torch.cat([x3, shuffled]))).chunk(2)
             logs["rank"] = self.rank_loss(self.segment_embeddings(f1), self.segment_embeddings(f3), f_shuf, perm)

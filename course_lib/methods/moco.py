@@ -14,6 +14,11 @@ of learning (the paper's "cheating"). The public code (``moco/builder.py``,
 consecutive groups, keys in as many groups of a shuffled batch, so a key's statistics come
 mostly from other videos than its query's. ``bn_groups=1`` turns it off (and is what a
 SyncBatchNorm run, where the shuffle changes nothing, amounts to).
+
+``debias`` adds a published fix for the static shortcut (``course_lib.debias``): BE and FAME
+change the query clip, as both official codes do. With ``intra`` the query's intra-negative
+is a key: it goes through the key encoder (no gradient, shuffled BN), like every negative
+of MoCo's queue, and joins the logits as one more negative of its own query.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import copy
 import torch
 from torch import nn
 
+from .. import debias as fixes
 from ..augment import AugmentConfig, VideoAugment
 from ..losses import MoCoQueue, moco_loss, momentum_update
 from .common import accuracy, mlp, normalize, two_views
@@ -42,12 +48,12 @@ def queue_length(paper: int, num_videos: int | None) -> int:
 
 @register_method("moco", augments=True)
 class MoCo(Method):
-    option_rules = {"bn_groups": integer(1)}
+    option_rules = {"bn_groups": integer(1), "debias": fixes.rule()}
     clips_per_video = 2
 
     def __init__(self, backbone: nn.Module, *, size: int = 112, augment: AugmentConfig = AugmentConfig(),
                  dim: int = 128, queue: int | None = None, momentum: float = 0.999, temperature: float = 0.07,
-                 bn_groups: int = 2, num_videos: int | None = None):
+                 bn_groups: int = 2, num_videos: int | None = None, debias: str | list = "none"):
         super().__init__()
         if bn_groups < 1:
             raise ValueError(f"MoCo bn_groups must be >= 1, not {bn_groups}.")
@@ -60,6 +66,7 @@ class MoCo(Method):
         self.queue = MoCoQueue(queue, dim)
         self.augment = VideoAugment(augment, size=size)
         self.momentum, self.temperature, self.bn_groups = momentum, temperature, bn_groups
+        self.debias = fixes.Debias(debias)
 
     def grouped(self, module: nn.Module, x: torch.Tensor, shuffle: bool = False) -> torch.Tensor:
         """``module`` on x (B x ...) in ``bn_groups`` groups, each with its own BatchNorm statistics; with
@@ -74,10 +81,11 @@ class MoCo(Method):
         """Backbone features of the query clips x (B x C x T x H x W in [0, 1]), BatchNorm in groups."""
         return self.grouped(self.backbone, normalize(x))  # B x D
 
-    def contrast(self, f1: torch.Tensor, x2: torch.Tensor):
+    def contrast(self, f1: torch.Tensor, x2: torch.Tensor, negative: torch.Tensor | None = None):
         """The MoCo loss of query features f1 (B x D, from the backbone) against keys of view x2; updates the queue.
 
-        Returns (loss, logits B x (1 + K), key backbone features B x D). DualVar calls this with
+        ``negative``: clips B x C x T x H x W whose keys are one more negative of each query (intra-negatives).
+        Returns (loss, logits B x (1 + K) or B x (2 + K), key backbone features B x D). DualVar calls this with
         its own backbone features.
         """
         q = self.projector(f1)  # B x dim
@@ -86,11 +94,14 @@ class MoCo(Method):
             momentum_update(self.key_projector, self.projector, self.momentum)
             kf = self.grouped(self.key_backbone, normalize(x2), shuffle=True)  # B x D, shuffled BN
             k = self.key_projector(kf)  # B x dim
-        loss, logits = moco_loss(q, k, self.queue.keys.clone(), self.temperature)
+            kn = None if negative is None else self.key_projector(
+                self.grouped(self.key_backbone, normalize(negative), shuffle=True))  # B x dim
+        loss, logits = moco_loss(q, k, self.queue.keys.clone(), self.temperature, negatives=kn)
         self.queue.enqueue(k)
         return loss, logits, kf
 
     def forward(self, batch: dict):
-        x1, x2 = two_views(batch, self.augment)  # B x C x T x H x W each, in [0, 1]
-        loss, logits, _ = self.contrast(self.query_features(x1), x2)
+        x1, x2 = two_views(batch, self.augment, self.debias)  # B x C x T x H x W each, in [0, 1]
+        x1, x2, xn = self.debias.seen(x1, x2, self.debias.negative(x1))
+        loss, logits, _ = self.contrast(self.query_features(x1), x2, xn)
         return loss, {"loss": loss.detach(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
