@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .data import builtin_dataset, course_dataset
+from .debias import FIXES, NONE
 from .experiment import RunConfig, backbone_from, load_backbone, load_method, pretrain
 from .machine import MODES, check_mode, course_mode, runs_root, small_data
 from .methods import method_class
@@ -44,6 +45,10 @@ BUDGETS = {
     "cpu": dict(_SHARED, clip_len=16, size=48, epochs=10),
     "full": dict(_SHARED, clip_len=16, size=64, epochs=30),  # 480 training videos
 }
+# a method whose steps are cheap trains longer at the CPU default (the budget study, docs/measurements.md): at 10
+# epochs the speed task's seeds spread from random init to +27 points; at 20 they all learn, in about half the
+# CPU time of IIC's 10 epochs
+METHOD_BUDGETS = {"cpu": {"speed": {"epochs": 20}}}
 # the masked methods' backbone at the shared budget: vit_course x0.5 (0.71M parameters, 0.66 GMACs per
 # 16 x 64 x 64 clip) beside r3d_vcop x0.25 (0.90M, 0.49 GMACs)
 VIT = {"model": "vit_course", "width": 0.5}
@@ -56,8 +61,11 @@ def mode_name(mode: str | None = None) -> str:
 
 
 def budget(mode: str | None = None, **changes) -> RunConfig:
-    """The shared budget of notebooks 03-10 in ``mode``, so that every method's numbers compare."""
-    return RunConfig(**{**BUDGETS[mode_name(mode)], **changes})
+    """The shared budget of notebooks 03-10 in ``mode``, so that every method's numbers compare; a ``method``
+    among the changes gets its own share of it where ``METHOD_BUDGETS`` gives one."""
+    name = mode_name(mode)
+    own = METHOD_BUDGETS.get(name, {}).get(changes.get("method"), {})
+    return RunConfig(**{**BUDGETS[name], **own, **changes})
 
 
 def default_config(mode: str | None = None, **changes) -> RunConfig:
@@ -188,7 +196,7 @@ for _base in ("simclr", "moco"):
                          **({"momentum": 0.99} if _base == "moco" else {})})
 for _arm, _both in (("alone", False), ("both", True)):
     declare(f"dualvar-residual_{_arm}", "07", "dualvar", title=f"simclr {'+ both' if _both else 'alone'}, residual",
-            folder=f"07/residual_{_arm}", scores=("frozen", "centred", "reversal"), group="07",
+            folder=f"07/residual_{_arm}", scores=("frozen", "centred", "reversal", "direction", "attributes"), group="07",
             options={"base": "simclr", "rank": _both, "coherent": _both, "debias": "residual"})
 # 08: BYOL without its predictor, without its EMA target, and with rho = 4 clips per video
 for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "no predictor", {"predictor": False}),
@@ -221,6 +229,22 @@ for _name in FLIPPING:
     declare(f"{_name}-noflip", _spec.notebook, _spec.method, title=f"{_spec.title}, no flip",
             folder=f"{_spec.folder}_noflip", changes=_spec.changes, scores=("frozen", "direction"), group="flip",
             options={**_spec.options, "augment": {**_spec.options.get("augment", {}), "flip": 0.0}})
+
+# the published fixes of the static shortcut (course_lib.debias) on every clip-contrast method, in its paper's
+# form otherwise (RGB): the table of notebooks 06, 07 and 10. DualVar on residual frames is notebook 07's run.
+DEBIASED = {"simclr": FIXES, "moco": FIXES, "cvrl": FIXES, "dualvar": FIXES, "byol": ("residual", "be", "fame")}
+DEBIAS_RUNS = {(m, NONE): m for m in DEBIASED}  # (method, fix) -> run name
+for _method, _fixes in DEBIASED.items():
+    _spec = RUNS[_method]
+    for _fix in _fixes:
+        if (_method, _fix) == ("dualvar", "residual"):
+            DEBIAS_RUNS[_method, _fix] = "dualvar-residual_both"
+            continue
+        DEBIAS_RUNS[_method, _fix] = declare(
+            f"{_method}-{_fix}", _spec.notebook, _method, title=f"{_spec.title} + {_fix}",
+            folder=f"{_spec.notebook}/debias/{_method}-{_fix}", changes=_spec.changes, group="debias",
+            scores=("frozen", "direction", "attributes", "reversal"),
+            options={**_spec.options, "debias": _fix}).name
 
 
 # At the CPU default (and the test budget, its smaller copy) notebooks 05-09 train their main runs and the arms their
@@ -312,8 +336,8 @@ def run(name: str, mode: str | None = None, *, runs: str | os.PathLike | None = 
     runs cache, ``machine.runs_root``) and config. ``changes`` alter the config (a smoke test's epochs); a
     changed run is cached in a folder of its own beside the declared one."""
     s, mode = spec(name), mode_name(mode)
-    config = budget(mode, **s.changes, seed=s.seed, **changes)
-    config = replace(config, method=s.method or config.method, options=dict(s.options))
+    config = budget(mode, **({"method": s.method} if s.method else {}), **s.changes, seed=s.seed, **changes)
+    config = replace(config, options=dict(s.options))
     folder = None
     if s.folder:
         tag = "-".join(f"{k}{v}" for k, v in sorted(changes.items()))

@@ -213,7 +213,7 @@ def _direction(s: Scoring) -> dict:
     if not pairs:
         return {}
     return {"direction": direction_probe(*s.features(), pairs),
-            "cos mirrored": mirror_similarity(s.backbone(), s.test_clips(), device=s.device)}
+            "cos mirrored": mirror_similarity(s.backbone(), s.test_clips(), device=s.device, view=s.view)}
 
 
 @score_group("reversal")

@@ -21,7 +21,8 @@ def test_every_named_run_is_a_valid_run_with_a_folder_of_its_own(mode, tmp_path)
             assert run.folder is None
             continue
         assert run.config.method == spec.method and run.config.seed == spec.seed
-        assert run.folder.parent.parent == tmp_path if "/seeds/" not in spec.folder else True
+        family = spec.folder.split("/")[1] in ("seeds", "debias")  # a family's runs sit in a folder of their own
+        assert (run.folder.parent.parent.parent if family else run.folder.parent.parent) == tmp_path
         folders.setdefault(run.folder, []).append(name)
     assert all(len(v) == 1 for v in folders.values()), {k: v for k, v in folders.items() if len(v) > 1}
 
@@ -32,11 +33,18 @@ def test_the_budget_is_shared_and_each_run_changes_only_what_it_declares():
         for name in course.names("comparison"):
             cfg = course.run(name, mode).config
             changed = {k for k, v in asdict(cfg).items() if v != getattr(base, k)}
-            assert changed <= {"method", "options", *course.spec(name).changes}, (name, changed)
+            own = course.METHOD_BUDGETS.get(mode, {}).get(course.spec(name).method, {})  # a cheap method's share
+            assert changed <= {"method", "options", *course.spec(name).changes, *own}, (name, changed)
+            assert all(getattr(cfg, k) == v for k, v in own.items())
             twin = course.run(f"twin-{name}", mode)
             assert twin.config == cfg and twin.spec.data == "twin"  # the same run on the other dataset
     assert (course.budget("full").epochs, course.budget("full").size, course.budget("full").clip_len) == (30, 64, 16)
     assert course.run("vcop", "full").config.stride == 1 and course.run("videomae", "full").config.model == "vit_course"
+    # the command line's default is the notebooks' budget, a method's own share included
+    for mode in course.MODES:
+        for method in ("speed", "iic"):
+            assert course.default_config(mode, method=method) == replace(course.run(method, mode).config, options={})
+    assert course.run("speed", "cpu").config.epochs == 2 * course.budget("cpu").epochs
 
 
 def test_a_changed_run_trains_beside_the_declared_one(tmp_path):
