@@ -403,17 +403,25 @@ def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] 
             mode: str | None = None, reference: str = "full", device=None, mine: bool | str = True) -> list[dict]:
     """One row per run: the learner's scores at ``mode`` (measured here, ``groups`` only; none with
     ``mine=False``, for runs too long to train in a notebook; with ``mine="cached"`` only for the runs the cache
-    holds, nothing trained) beside the committed reference at ``reference`` and its seed band:
-    ``{"run", "title", "mine", "reference", "band"}``."""
+    holds, nothing trained) beside the committed reference at ``reference`` and its seed band, and, where
+    ``mode`` is another budget, the committed result of the same run at ``mode`` and its seed band there:
+    ``{"run", "title", "mine", "reference", "band", "here", "band_here"}``."""
+    here_mode = course.mode_name(mode)
+
+    def committed(name, at):
+        record = course.result(name, at)
+        return ({k: record["scores"][k] for k in keys if k in record["scores"]} if record else {},
+                {k: b for k in keys if (b := band(name, k, at))})
+
     rows = []
     for name in names:
-        ref = course.result(name, reference)
         record = measure(name, mode, groups=groups, device=device, train=mine is True) if mine else None
         measured = record["scores"] if record else {}
+        ref, ref_band = committed(name, reference)
+        here, here_band = committed(name, here_mode) if here_mode != reference else ({}, {})
         rows.append({"run": name, "title": course.spec(name).title,
                      "mine": {k: v for k, v in measured.items() if k in keys},
-                     "reference": {k: ref["scores"][k] for k in keys if k in ref["scores"]} if ref else {},
-                     "band": {k: b for k in keys if (b := band(name, k, reference))}})
+                     "reference": ref, "band": ref_band, "here": here, "band_here": here_band})
     return rows
 
 
@@ -421,18 +429,26 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     """``compare``'s rows as text: each score of the learner's run, then the reference's (with its seed band)."""
     here, ref = course.mode_name(mode), reference
     with_mine = any(r["mine"] for r in rows)  # compare(..., mine=False): the reference alone
-    width = {k: max(15, len(f"{k} {max(here, ref, key=len)}") + 2) for k in keys}  # a long key keeps its gap
+    with_here = any(r.get("here") for r in rows)  # committed results at the learner's budget
+    width = {k: max(15, len(f"{k} {here} ref")) + 2 for k in keys}  # a long key keeps its gap
+
+    def committed(value, b, w):
+        text = "-" if value is None else f"{value:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
+        return f"{text:>{w}s}"
+
     head = f"{'run':24s}" + "".join((f"{k + ' ' + here:>{width[k]}s}" if with_mine else "")
+                                    + (f"{k + ' ' + here + ' ref':>{width[k]}s}" if with_here else "")
                                     + f"{k + ' ' + ref:>{width[k]}s}" for k in keys)
     lines = [head]
     for r in rows:
         cells = ""
         for k in keys:
-            mine, theirs, b, w = r["mine"].get(k), r["reference"].get(k), r["band"].get(k), width[k]
+            mine, w = r["mine"].get(k), width[k]
             if with_mine:
                 cells += f"{mine:{w}.1f}" if mine is not None else f"{'-':>{w}s}"
-            text = "-" if theirs is None else f"{theirs:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
-            cells += f"{text:>{w}s}"
+            if with_here:
+                cells += committed(r["here"].get(k), r["band_here"].get(k), w)
+            cells += committed(r["reference"].get(k), r["band"].get(k), w)
         lines.append(f"{r['title']:24s}" + cells)
     if not any(r["reference"] for r in rows):
         lines.append(f"(no committed {ref}-mode result files for these runs yet: python -m course_lib results --mode {ref})")

@@ -122,19 +122,25 @@ def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence
 def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: str = "full", chance: float | None = None,
                  floor: str = "random_init", ceiling: str = "supervised", ax=None, title: str | None = None):
     """The learner's runs beside the committed reference for one score (``results.compare``'s rows): a bar
-    for each, the reference's seed band as an error bar, and the floor and ceiling runs (random init,
-    supervised) as lines, solid for the reference and dashed for the learner's run. Returns the axes."""
+    for each, and where the rows hold them, the committed results at the learner's own budget; each reference's
+    seed band as an error bar, and the floor and ceiling runs (random init, supervised) as lines, solid for
+    the reference and dashed for the learner's run. Returns the axes."""
     if ax is None:
         _, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(rows) + 2), 3.2))
     x = np.arange(len(rows))
-    mine = [r["mine"].get(key, np.nan) for r in rows]
-    ref = [r["reference"].get(key, np.nan) for r in rows]
-    ax.bar(x - 0.2, mine, 0.4, label=f"your run ({mode})", color="tab:blue")
-    ax.bar(x + 0.2, ref, 0.4, label=f"reference ({reference})", color="tab:gray", alpha=0.7)
-    for i, r in enumerate(rows):
-        if key in r["band"]:
-            lo, hi = r["band"][key]
-            ax.plot([i + 0.2, i + 0.2], [lo, hi], color="k", lw=2, solid_capstyle="butt")
+    bars = [("mine", None, f"your run ({mode})", "tab:blue")]
+    if any(r.get("here") for r in rows):
+        bars.append(("here", "band_here", f"reference ({mode})", "tab:orange"))
+    bars.append(("reference", "band", f"reference ({reference})", "tab:gray"))
+    w = 0.8 / len(bars)
+    for j, (field, band, label, color) in enumerate(bars):
+        at = x - 0.4 + w * (j + 0.5)
+        ax.bar(at, [r.get(field, {}).get(key, np.nan) for r in rows], w, label=label, color=color,
+               alpha=1.0 if field == "mine" else 0.7)
+        for i, r in enumerate(rows):
+            if band and key in r.get(band, {}):
+                lo, hi = r[band][key]
+                ax.plot([at[i], at[i]], [lo, hi], color="k", lw=2, solid_capstyle="butt")
     by_name = {r["run"]: r for r in rows}
     for name, color in ((floor, "tab:red"), (ceiling, "tab:green")):
         r = by_name.get(name)
@@ -142,13 +148,15 @@ def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: st
             continue
         if key in r["reference"]:
             ax.axhline(r["reference"][key], color=color, lw=1, label=f"{r['title']} ({reference})")
+        if key in r.get("here", {}):
+            ax.axhline(r["here"][key], color=color, lw=1, ls="-.", label=f"{r['title']} (reference, {mode})")
         if key in r["mine"]:
             ax.axhline(r["mine"][key], color=color, lw=1, ls="--", label=f"{r['title']} ({mode})")
     if chance is not None:
         ax.axhline(chance, color="k", lw=0.8, ls=":", label="chance")
     ax.set_xticks(x, [r["title"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{key} (%)")
-    ax.set_title(title or f"{key}: your run beside the reference (black bar: the reference's seed band)")
+    ax.set_title(title or f"{key}: your run beside the reference (black bars: the seed bands)")
     ax.legend(fontsize=7, ncol=3)
     plt.tight_layout()
     return ax

@@ -229,3 +229,26 @@ def test_a_verdict_calls_a_difference_noise_within_the_measured_seed_spread(tmp_
     assert limit == pytest.approx(28.4) and why == "the widest seed spread measured at full (IIC's)"
     assert "reversed" in results.verdict({"rotation": {"R@1": 10.0}, "vcop": {"R@1": 50.0}}, "rotation", "vcop", "R@1")
     assert results.verdict(scores, "iic", "byol", "linear") == "iic vs byol: linear not measured"
+
+
+def test_the_learners_rows_carry_the_committed_results_of_their_own_budget_too(tmp_path, monkeypatch):
+    """At the CPU default a results cell shows the learner's run, the committed CPU-default reference with its
+    seed band there, and the full-mode reference with its own."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from course_lib import viz
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path)
+    for mode, values in (("full", {"iic": 43.3, "iic-seed1": 54.2}), ("cpu", {"iic": 35.0, "iic-seed1": 50.0})):
+        (tmp_path / mode).mkdir()
+        for name, linear in values.items():
+            (tmp_path / mode / f"{name}.json").write_text(json.dumps({"scores": {"linear": linear}}))
+    rows = results.compare(["iic", "cvrl"], ("linear",), mode="cpu", mine=False)
+    assert (rows[0]["here"], rows[0]["band_here"]) == ({"linear": 35.0}, {"linear": (35.0, 50.0)})
+    assert (rows[0]["reference"], rows[0]["band"]) == ({"linear": 43.3}, {"linear": (43.3, 54.2)})
+    assert rows[1]["here"] == {} and rows[1]["reference"] == {}
+    text = results.table(rows, ("linear",), mode="cpu")
+    assert "linear cpu ref" in text and "35.0 [35-50]" in text and "43.3 [43-54]" in text
+    ax = viz.compare_plot(rows, "linear", mode="cpu")
+    assert len(ax.patches) == 6 and "reference (cpu)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    full = results.compare(["iic"], ("linear",), mode="full", mine=False)  # at the reference's own budget: one
+    assert full[0]["here"] == {} and len(viz.compare_plot(full, "linear", mode="full").patches) == 2
