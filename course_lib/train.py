@@ -201,6 +201,28 @@ def _changed_settings(saved: dict, cfg: TrainConfig) -> list[str]:
             if k not in free and saved.get(k) != now.get(k)]
 
 
+def train_step(model: torch.nn.Module, batch: dict, optimizer: torch.optim.Optimizer, *, device=None,
+               amp: bool = False, grad_clip: float = 0.0, clip_groups: list | None = None, mark=None):
+    """One training step, as ``train`` takes it: the method's forward on ``batch`` (its augmentation, its views, its
+    loss; under autocast with ``amp``), then zero the gradients, backpropagate, clip each of ``clip_groups``
+    to norm ``grad_clip`` (0: no clipping) and step the optimizer. Returns the forward's (loss, logs).
+    ``mark(phase)`` is told where the step is (``PhaseClock.mark``): "backward", then "optimizer"."""
+    device = torch.device(device) if device is not None else batch["clips"].device
+    with autocast(device, amp):
+        loss, logs = model(batch)
+    if mark:
+        mark("backward")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if mark:
+        mark("optimizer")
+    if grad_clip:
+        for group in clip_groups if clip_groups is not None else [model.parameters()]:
+            torch.nn.utils.clip_grad_norm_(group, grad_clip)  # one norm per group (V-JEPA: encoder and predictor)
+    optimizer.step()
+    return loss, logs
+
+
 def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.PathLike, *, device=None,
           resume: bool = True, progress: bool = True, stop_after_epochs: int | None = None) -> dict:
     """Train ``method`` on ``dataset`` for ``cfg.epochs``; write checkpoint, metrics and summary under ``out``.
@@ -298,18 +320,11 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
                 clock.mark("loss")  # the method's own code; its hooks mark augment and forward
                 if hasattr(method, "set_progress"):
                     method.set_progress((epoch + step / steps) / cfg.epochs)
-                with autocast(device, cfg.amp):
-                    loss, logs = model(batch)
+                clipping = cfg.grad_clip and (epoch * steps + step >= warmup_steps or not cfg.grad_clip_after_warmup)
+                loss, logs = train_step(model, batch, optimizer, device=device, amp=cfg.amp, mark=clock.mark,
+                                        grad_clip=cfg.grad_clip if clipping else 0.0, clip_groups=clip_groups)
                 finite = torch.isfinite(loss.detach())
                 bad = ~finite if bad is None else bad | ~finite
-                clock.mark("backward")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clock.mark("optimizer")
-                if cfg.grad_clip and (epoch * steps + step >= warmup_steps or not cfg.grad_clip_after_warmup):
-                    for group in clip_groups:  # one norm per group (V-JEPA: encoder and predictor apart)
-                        torch.nn.utils.clip_grad_norm_(group, cfg.grad_clip)
-                optimizer.step()
                 scheduler.step()
                 for k, v in logs.items():  # summed where they are: device tensors stay on the device
                     sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
