@@ -219,6 +219,18 @@ class Debias(nn.Module):
         (BestJuly/IIC ``gen_neg.py``, its default); None without ``intra``."""
         return frame_repeat(x) if "intra" in self else None
 
+    @staticmethod
+    def logs(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None) -> dict:
+        """What the training log records of the intra-negatives: the mean cosine of each query embedding z (B x D)
+        with its positive and with its intra-negative; a negative far below the positive means the network tells
+        a frozen clip from a moving one (which a motion detector does, without knowing the motion). Empty without
+        intra."""
+        if negative is None:
+            return {}
+        with torch.no_grad():
+            cos = torch.nn.functional.cosine_similarity
+            return {"cos_pos": cos(z, positive, dim=1).mean(), "cos_intra": cos(z, negative, dim=1).mean()}
+
     def seen(self, *xs: torch.Tensor | None):
         """What the network sees of each clip batch: its residual frames with ``residual``, else itself (None
         stays None). One argument gives one result, several a tuple."""

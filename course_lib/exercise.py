@@ -144,6 +144,27 @@ def _naive_decode(path, indices):
     return decode_from_start(path, indices)
 
 
+# ----------------------------------------------------------------------------- notebook 02
+@exercise("midplanes", lambda: [(64, 64), (3, 45), (128, 256), (512, 512)],
+          hint="solve t d^2 N_in N_out = M (d^2 N_in + t N_out) for M, with t = d = 3, and round down.")
+def _midplanes(n_in, n_out):
+    from .models.resnet3d import _midplanes
+    return _midplanes(n_in, n_out)
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def _rotate_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 4, 8, 8), dtype=torch.uint8, generator=g)
+    return [(x, torch.tensor([1, 0, 3])), (x[:1], torch.tensor([2])), (x.float() / 255, torch.tensor([3, 2, 1]))]
+
+
+@exercise("rotate", _rotate_cases, hint="each clip turns by its own k[i]; torch.rot90 turns the last two axes.")
+def _rotate(clips, k):
+    from .methods.rotation import rotate
+    return rotate(clips, k)
+
+
 # ----------------------------------------------------------------------------- notebook 04
 def _embedding_cases() -> list[tuple]:
     g = torch.Generator().manual_seed(0)
@@ -191,6 +212,60 @@ def _training_step(simclr, batch, optimizer):
     return train_step(simclr, batch, optimizer)[0]
 
 
+def _moco_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    queue = F.normalize(torch.randn(12, 8, generator=g), dim=1)
+    return [(torch.randn(4, 8, generator=g), torch.randn(4, 8, generator=g), queue, 0.07),
+            (torch.randn(2, 8, generator=g) * 3, torch.randn(2, 8, generator=g), queue[:5], 0.2)]
+
+
+@exercise("moco_loss", _moco_cases, hint="normalise q and k; the logits are the positive q . k first, then q "
+                                           "against every queued key, all over the temperature; the target is 0.")
+def _moco_loss(q, k, queue, t):
+    from .losses import moco_loss
+    return moco_loss(q, k, queue, t)
+
+
+# ----------------------------------------------------------------------------- notebook 05
+def _residual_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(2, 3, 6, 5, 5, generator=g),), (torch.rand(1, 3, 2, 4, 4, generator=g),)]
+
+
+@exercise("residual_frames", _residual_cases, hint="frame t minus frame t - 1, the first frame against the last "
+                                                     "(torch.roll), then (d + 1) / 2.")
+def _residual(x):
+    from .augment import residual_frames
+    return residual_frames(x)
+
+
+def _bank_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    n, d = 50, 32
+    banks = [F.normalize(torch.randn(n, d, generator=g), dim=1) for _ in range(2)]
+    index = torch.tensor([3, 14, 15, 9])
+    cand = torch.cat([index[:, None], torch.randint(0, n, (4, 16), generator=g)], 1)
+    return [(F.normalize(torch.randn(4, d, generator=g), dim=1), banks[0], banks[1], cand, 0.07),
+            (F.normalize(torch.randn(4, d, generator=g), dim=1), banks[1], banks[0], cand[:, :5], 0.2)]
+
+
+@exercise("iic_nce", _bank_cases, hint="candidates: the other view's bank at cand (own video first), then the "
+                                         "intra-negative bank at cand; logits q . c / t; the positive is column 0.")
+def _iic_nce(q, other_bank, intra_bank, cand, t):
+    from .losses import bank_nce
+    return bank_nce(q, torch.cat([other_bank[cand], intra_bank[cand]], 1), t)[0]
+
+
+# ----------------------------------------------------------------------------- notebook 06
+@exercise("interval_pmf", lambda: [(10, "decreasing", 1.0), (200, "decreasing", 2.0), (7, "uniform", 1.0),
+                                   (50, "increasing", 0.5)],
+          hint="weights 1 - (t / M)^p (decreasing), 1 (uniform) or (t / M)^p (increasing) for t = 0 .. M - 1, "
+               "divided by their sum.")
+def _interval(num_starts, mode, power):
+    from .data.samplers import interval_pmf
+    return interval_pmf(num_starts, mode, power)
+
+
 # ----------------------------------------------------------------------------- notebook 07
 def _shuffle_cases() -> list[tuple]:
     from .methods.dualvar import shuffle_segments
@@ -219,3 +294,97 @@ def _rank_cases() -> list[tuple]:
 def _shuffle_rank(anchor, back, theta, cap):
     from .losses import shuffle_rank
     return shuffle_rank(anchor, back, theta, cap=cap)
+
+
+def _coherent_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(1)
+    e = [F.normalize(torch.randn(3, 2, 16, generator=g), dim=2) for _ in range(2)]
+    f = [F.normalize(torch.randn(5, 4, 8, generator=g), dim=2) for _ in range(2)]
+    return [(e[0], e[1], 0.07), (f[0], f[1], 0.2)]
+
+
+@exercise("temporal_coherent", _coherent_cases, hint="two clips' similarity is the mean of their S x S segment dot "
+                                                       "products; then NT-Xent over the 2N clips, never a clip itself.")
+def _coherent(e1, e2, t):
+    from .losses import temporal_coherent
+    return temporal_coherent(e1, e2, t)
+
+
+# ----------------------------------------------------------------------------- notebook 08
+def _ema_cases() -> list[tuple]:
+    from torch import nn
+    cases = []
+    for seed, m in ((0, 0.99), (1, 0.5), (2, 0.0)):
+        torch.manual_seed(seed)
+        online, target = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)), nn.Sequential(nn.Linear(4, 6),
+                                                                                        nn.BatchNorm1d(6))
+        online(torch.randn(8, 4))  # the online BatchNorm's running statistics move
+        cases.append((target, online, m))
+    return cases
+
+
+def _target_after(fn, args):
+    """An EMA update's result: every parameter and buffer of the target."""
+    with torch.no_grad():
+        fn(*args)
+    return {"the target's weights": torch.cat([p.detach().flatten() for p in args[0].parameters()]),
+            "the target's BatchNorm statistics": torch.cat([b.detach().float().flatten() for b in args[0].buffers()])}
+
+
+@exercise("momentum_update", _ema_cases, outcome=_target_after,
+          hint="each target weight moves to m * target + (1 - m) * online; buffers (BatchNorm statistics) are copied.")
+def _momentum_update(target, online, m):
+    from .losses import momentum_update
+    momentum_update(target, online, m)
+
+
+def _byol_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)),
+            (torch.randn(4, 3, 6, generator=g), torch.randn(4, 3, 6, generator=g))]
+
+
+@exercise("byol_loss", _byol_cases, hint="2 - 2 cos(p_i, z_j) for every ordered pair of different clips i != j, "
+                                           "averaged over the videos and the pairs, times rho.")
+def _byol(p, z):
+    from .losses import byol_loss
+    return byol_loss(p, z)
+
+
+# ----------------------------------------------------------------------------- notebook 09
+def _tube_cases() -> list[tuple]:
+    return [(4, (4, 6, 6), 0.9), (2, (2, 4, 5), 0.75), (3, (8, 4, 4), 0.5)]
+
+
+def _tube_properties(fn, args):
+    """What a tube mask must be (its draw is random): shape, and in every frame the same patches, as many as asked."""
+    batch, (t, h, w), ratio = args
+    m = fn(*args, torch.Generator().manual_seed(0))
+    if not torch.is_tensor(m) or tuple(m.shape) != (batch, t * h * w):
+        return {"the mask": m}
+    frames = m.reshape(batch, t, h * w).bool()
+    return {"the mask's shape": torch.tensor(m.shape), "the same patches at every time step":
+            torch.tensor(bool((frames == frames[:, :1]).all())),
+            "patches hidden per frame": frames.sum(2)}
+
+
+@exercise("tube_mask", _tube_cases, outcome=_tube_properties,
+          hint="draw int(ratio * h * w) of the h * w patches per clip, then repeat that frame over the t time steps.")
+def _tube(batch, grid, ratio, g):
+    from .methods.masking import tube_mask
+    return tube_mask(batch, grid, ratio, g)
+
+
+# ----------------------------------------------------------------------------- notebook 10
+def _retrieval_cases() -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(30, 8, generator=g), torch.randn(12, 8, generator=g)
+    ya, yb = torch.randint(0, 4, (30,), generator=g), torch.randint(0, 4, (12,), generator=g)
+    return [(a, ya, b, yb, k) for k in (1, 5)] + [(a * 10, ya, b, yb, 3)]
+
+
+@exercise("recall_at_k", _retrieval_cases, hint="cosine similarity of every test feature to every training one; a "
+                                                  "hit when any of the k nearest shares the label; in %.")
+def _recall(train_f, train_y, test_f, test_y, k):
+    from .evaluate import retrieval
+    return retrieval(train_f, train_y, test_f, test_y, ks=(k,))[f"R@{k}"]

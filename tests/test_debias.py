@@ -296,3 +296,11 @@ def test_every_fix_runs_on_the_gpu_without_a_host_sync():
             debias.background_erase(x)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("name", ("simclr", "cvrl", "moco"))
+def test_the_log_records_how_far_the_intra_negative_is_pushed(name):
+    x = {"clips": clips(), "index": torch.arange(4)}
+    _, logs = build(name, debias="intra")(x)
+    assert set(logs) >= {"cos_pos", "cos_intra"} and all(-1 <= float(logs[k]) <= 1 for k in ("cos_pos", "cos_intra"))
+    assert "cos_intra" not in build(name)(x)[1]

@@ -72,3 +72,8 @@ def test_a_check_never_shows_the_expected_values():
     verdict = check("info_nce", lambda q, k, t: torch.tensor(123.456), quiet=True)
     want = EXERCISES["info_nce"].reference(*EXERCISES["info_nce"].cases()[0])
     assert f"{float(want):.3g}" not in verdict.message and f"{float(want):.4f}" not in verdict.message
+
+
+def test_every_notebook_from_01_to_10_has_a_blank():
+    have = {p.values[0][:2] for p in exercises()}
+    assert have >= {f"{n:02d}" for n in range(1, 11)}, sorted(have)

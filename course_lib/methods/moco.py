@@ -104,4 +104,8 @@ class MoCo(Method):
         x1, x2 = two_views(batch, self.augment, self.debias)  # B x C x T x H x W each, in [0, 1]
         x1, x2, xn = self.debias.seen(x1, x2, self.debias.negative(x1))
         loss, logits, _ = self.contrast(self.query_features(x1), x2, xn)
-        return loss, {"loss": loss.detach(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
+        logs = {"loss": loss.detach(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
+        if xn is not None:  # column 0: the positive, column 1: the intra-negative (cosines times 1 / temperature)
+            logs.update(cos_pos=(logits[:, 0] * self.temperature).mean().detach(),
+                        cos_intra=(logits[:, 1] * self.temperature).mean().detach())
+        return loss, logs

@@ -42,4 +42,4 @@ class SimCLR(Method):
         x1, x2, xn = self.debias.seen(x1, x2, self.debias.negative(x1))
         z1, z2, zn = self.embed(x1), self.embed(x2), self.embed(xn)  # B x dim each (zn: None without intra)
         loss = nt_xent(z1, z2, self.temperature, negatives=zn)
-        return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(z1, z2)}
+        return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(z1, z2), **self.debias.logs(z1, z2, zn)}
