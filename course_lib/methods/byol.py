@@ -27,7 +27,8 @@ from .. import debias as fixes
 from ..augment import AugmentConfig, VideoAugment
 from ..data.samplers import RandomClipSampler
 from ..distributed import gather_no_grad
-from ..losses import byol_loss, cosine_momentum, embedding_std, momentum_update, positive_rank_accuracy
+from ..losses import (byol_loss, cosine_momentum, effective_rank, embedding_std, momentum_update,
+                      positive_rank_accuracy)
 from .common import mlp, normalize
 from ..settings import integer, number
 from .registry import Method, register_method
@@ -101,5 +102,9 @@ class BYOL(Method):
             momentum_update(self.target_projector, self.projector, self.momentum)
             z = self.targets(views)  # rho x B x dim
         loss = byol_loss(p, z)
-        return loss, {"loss": loss.detach(), "acc": positive_rank_accuracy(p[0], z[1]),
-                      "momentum": self.momentum, "std": embedding_std(gather_no_grad(z[0]))}  # 0: collapsed
+        target = gather_no_grad(z[0])  # B x dim, every process's batch
+        logs = {"loss": loss.detach(), "acc": positive_rank_accuracy(p[0], z[1]), "momentum": self.momentum,
+                "std": embedding_std(target)}  # 0: collapsed
+        if target.device.type == "cpu":  # an SVD would make a GPU step wait for the device: the CPU logs it
+            logs["rank"] = effective_rank(target)  # 1: collapsed to a line; at most the batch size - 1
+        return loss, logs
