@@ -128,7 +128,7 @@ def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: st
     if ax is None:
         _, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(rows) + 2), 3.2))
     x = np.arange(len(rows))
-    bars = [("mine", None, f"your run ({mode})", "tab:blue")]
+    bars = [("mine", None, f"your run ({mode})", "tab:blue")] if any(r["mine"] for r in rows) else []
     if any(r.get("here") for r in rows):
         bars.append(("here", "band_here", f"reference ({mode})", "tab:orange"))
     bars.append(("reference", "band", f"reference ({reference})", "tab:gray"))

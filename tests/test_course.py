@@ -248,7 +248,7 @@ def test_the_learners_rows_carry_the_committed_results_of_their_own_budget_too(t
     assert rows[1]["here"] == {} and rows[1]["reference"] == {}
     text = results.table(rows, ("linear",), mode="cpu")
     assert "linear cpu ref" in text and "35.0 [35-50]" in text and "43.3 [43-54]" in text
-    ax = viz.compare_plot(rows, "linear", mode="cpu")
-    assert len(ax.patches) == 6 and "reference (cpu)" in [t.get_text() for t in ax.get_legend().get_texts()]
-    full = results.compare(["iic"], ("linear",), mode="full", mine=False)  # at the reference's own budget: one
-    assert full[0]["here"] == {} and len(viz.compare_plot(full, "linear", mode="full").patches) == 2
+    ax = viz.compare_plot(rows, "linear", mode="cpu")  # nothing of the learner's: the two references, two runs each
+    assert len(ax.patches) == 4 and "reference (cpu)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    full = results.compare(["iic"], ("linear",), mode="full", mine=False)  # at the reference's own budget: one bar
+    assert full[0]["here"] == {} and len(viz.compare_plot(full, "linear", mode="full").patches) == 1
