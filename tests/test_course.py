@@ -252,3 +252,17 @@ def test_the_learners_rows_carry_the_committed_results_of_their_own_budget_too(t
     assert len(ax.patches) == 4 and "reference (cpu)" in [t.get_text() for t in ax.get_legend().get_texts()]
     full = results.compare(["iic"], ("linear",), mode="full", mine=False)  # at the reference's own budget: one bar
     assert full[0]["here"] == {} and len(viz.compare_plot(full, "linear", mode="full").patches) == 1
+
+
+def test_the_fix_table_reads_one_file_per_method_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path)
+    (tmp_path / "full").mkdir()
+    for name, linear in (("cvrl", 15.0), ("cvrl-residual", 61.7), ("dualvar-residual_both", 60.0),
+                         ("random_init", 15.8)):
+        (tmp_path / "full" / f"{name}.json").write_text(json.dumps({"scores": {"linear": linear}}))
+    text = results.debias_grid("linear")
+    assert "| CVRL | 15.0 | - | 61.7 | - | - |" in text  # none, intra, residual, be, fame
+    assert "| DualVar | - | - | 60.0 | - | - |" in text  # DualVar on residual frames is notebook 07's run
+    assert "| BYOL | - |  | - | - | - |" in text  # BYOL has no negatives: no intra column
+    assert "random init: 15.8" in text and "supervised: not measured" in text
+    assert results.markers("cpu")[0] != results.markers("full")[0] == results.REPORT_BEGIN
