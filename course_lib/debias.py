@@ -7,7 +7,8 @@ away in its own way; ``debias`` names one of them, or a list (``["be", "intra"]`
 
 * ``intra``: IIC's intra-video negatives (Tao, Wang, Yamasaki, ACM MM 2020; BestJuly/IIC
   ``gen_neg.py``). From the query clip a negative is made with the same appearance and no
-  motion (one random frame repeated through the clip, IIC's default), and added to the
+  motion (one random frame repeated through the clip, IIC's default; with ``residual``, two of
+  its four chunks swapped, since the residual frames of a repeated frame are a constant clip), added to the
   method's own contrast as one more negative of that query (``losses.nt_xent`` and
   ``losses.moco_loss``, ``negatives=``). Methods without negatives (BYOL) refuse it.
 * ``residual``: the network sees residual frames (x_t - x_{t-1} + 1) / 2 of every clip
@@ -40,7 +41,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from .augment import frame_repeat, gaussian_blur, residual_frames, rgb_to_hsv
+from .augment import SHUFFLE_CHUNKS, chunk_shuffle, frame_repeat, gaussian_blur, residual_frames, rgb_to_hsv
 from .settings import SettingError
 
 FIXES = ("intra", "residual", "be", "fame")  # in the order they apply: no fix depends on the order given
@@ -69,8 +70,9 @@ def rule(allowed: tuple[str, ...] = FIXES, *, why: str = "") -> Callable[[str, A
         text = f"{NONE}, one of {', '.join(allowed)}, or a list of them"
         try:
             fixes = parse(value)
-        except ValueError:
-            raise SettingError(f"setting {name}={value!r} is not allowed: {name} must be {text}.") from None
+        except ValueError as e:
+            raise SettingError(f"setting {name}={value!r} is not allowed: {str(e).rstrip('.')}; {name} must be "
+                               f"{text}.") from None
         refused = [f for f in fixes if f not in allowed]
         if refused:
             raise SettingError(f"setting {name}={value!r} is not allowed: {why or refused[0] + ' does not apply'}; "
@@ -80,10 +82,13 @@ def rule(allowed: tuple[str, ...] = FIXES, *, why: str = "") -> Callable[[str, A
 
 
 def clip_problem(clip_len: int, value: Any) -> str | None:
-    """Why clips of ``clip_len`` frames cannot take the fixes ``value``, or None: all but BE need motion."""
-    moving = [f for f in parse(value) if f != "be"]
-    if clip_len < 2 and moving:
-        return f"debias {moving[0]} needs clips of at least 2 frames (it works on what moves)"
+    """Why clips of ``clip_len`` frames cannot take the fixes ``value``, or None."""
+    fixes = parse(value)
+    if clip_len < 2 and fixes:
+        return f"debias {fixes[0]} needs clips of at least 2 frames (it works on time)"
+    if {"intra", "residual"} <= set(fixes) and clip_len % SHUFFLE_CHUNKS:
+        return (f"debias intra with residual takes IIC's chunk shuffle as the negative, which cuts a clip into "
+                f"{SHUFFLE_CHUNKS} chunks: clip_len must be a multiple of it")
     return None
 
 
@@ -142,8 +147,10 @@ def _colour_bins(x: torch.Tensor) -> torch.Tensor:
     angle = 2 * torch.pi * (2 * torch.pi * h)
     hx, hy = (s * torch.cos(angle) + 1) / 2, (s * torch.sin(angle) + 1) / 2
     n = HSV_BINS - 1
-    bins = torch.round(hx * n) + torch.round(hy * n) * HSV_BINS + torch.round(v * n) * HSV_BINS ** 2  # 0-based
-    return bins.long().flatten(1).clamp(max=HSV_BINS ** 3 - 1)
+    # the official 1-based bins round(a * 9 + 1), minus 1: round(a * 9) would differ at halves (rounding to even),
+    # which every grey pixel (s = 0: hx = hy = 1/2) meets
+    hb, sb, vb = (torch.round(a * n + 1) - 1 for a in (hx, hy, v))
+    return (hb + sb * HSV_BINS + vb * HSV_BINS ** 2).long().flatten(1).clamp(max=HSV_BINS ** 3 - 1)
 
 
 def _histogram(bins: torch.Tensor) -> torch.Tensor:
@@ -216,8 +223,11 @@ class Debias(nn.Module):
 
     def negative(self, x: torch.Tensor) -> torch.Tensor | None:
         """IIC's intra-negative of each query clip x (B x C x T x H x W): a random frame of it repeated
-        (BestJuly/IIC ``gen_neg.py``, its default); None without ``intra``."""
-        return frame_repeat(x) if "intra" in self else None
+        (BestJuly/IIC ``gen_neg.py``, its default), or with ``residual`` two of its four chunks swapped (the residual
+        frames of a repeated frame are one constant clip, the same for every video); None without ``intra``."""
+        if "intra" not in self:
+            return None
+        return chunk_shuffle(x) if "residual" in self else frame_repeat(x)
 
     @staticmethod
     def logs(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor | None) -> dict:

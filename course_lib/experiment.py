@@ -191,13 +191,27 @@ def backbone_from(cfg: RunConfig):
 SETTING_KEYS = ("method", "model", "width", "clip_len", "stride", "size", "decode_size", "options", "data")
 
 
+def _renamed(saved: dict) -> dict:
+    """A run file written before an option was renamed, in today's names: DualVar's ``view`` is ``debias``."""
+    if saved.get("method") != "dualvar":
+        return saved
+    for key, rgb in (("options", None), ("method_settings", debias.NONE)):
+        options = dict(saved.get(key) or {})
+        if "view" in options:
+            view = options.pop("view")
+            if view == "residual" or rgb is not None:
+                options["debias"] = "residual" if view == "residual" else rgb
+            saved = {**saved, key: options}
+    return saved
+
+
 def _check_same_setting(out: Path, run: dict) -> None:
     """A run folder with a checkpoint is continued (or loaded) only for the same method, backbone, clips,
     method options and data; otherwise the cached run would silently stand in for another one."""
     saved_file = out / RUN_FILE
     if not ((out / CHECKPOINT).exists() and saved_file.exists()):
         return
-    saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    saved = _renamed(json.loads(saved_file.read_text(encoding="utf-8")))
     now = json.loads(json.dumps(run))  # tuples as lists, as in the file
     for key in SETTING_KEYS:
         if key in saved and saved[key] != now[key]:
@@ -294,7 +308,10 @@ def eval_config(protocol: str, checkpoint: str | os.PathLike | None = None, conf
     cfg = base or RunConfig()
     if checkpoint:
         trained = load_backbone(checkpoint, weights=False)[1]
-        cfg = replace(cfg, **{k: getattr(trained, k) for k in INHERITED}, eval_options=dict(trained.eval_options))
+        # a run trained on residual frames (debias="residual") is read on them too, unless its eval_options say
+        view = {"view": "residual"} if debias.input_view(trained.options) == "residual" else {}
+        cfg = replace(cfg, **{k: getattr(trained, k) for k in INHERITED},
+                      eval_options={**view, **trained.eval_options})
     cfg = cfg.with_overrides(config, pairs)
     explicit = {pair.split("=", 1)[0].split(".", 1)[0].strip() for pair in pairs}
     if config:

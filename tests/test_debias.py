@@ -124,7 +124,11 @@ def moving_square(b=3, t=8, size=40, seed=0):
 
 
 def test_fame_mask_is_the_official_mask():
-    for x in (moving_square(), torch.rand(3, 3, 6, 28, 28, generator=torch.Generator().manual_seed(1))):
+    grey = moving_square()
+    grey[:, :, :, 30:, :] = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1, 1)[torch.arange(3) % 3]  # black, grey, white
+    specks = torch.rand(3, 3, 6, 28, 28, generator=torch.Generator().manual_seed(1))
+    specks[:, :, :, :10] = specks[:, :1, :, :10]  # grey pixels (saturation 0): FAME's colour bins round halves
+    for x in (moving_square(), grey, specks, torch.rand(3, 3, 6, 28, 28, generator=torch.Generator().manual_seed(2))):
         assert torch.equal(debias.fame_mask(x), official_fame_mask(x))
 
 
@@ -222,23 +226,35 @@ def test_be_and_fame_change_the_first_view_only(name):
         torch.testing.assert_close(other, clean[1])
 
 
-@pytest.mark.parametrize("name", ("simclr", "cvrl", "moco", "dualvar"))
+@pytest.mark.parametrize("name", ("simclr", "cvrl", "moco", "dualvar", "dualvar-moco"))
 def test_intra_negative_is_the_query_with_one_frame_repeated(name):
     x = {"clips": clips(), "index": torch.arange(4)}
-    m = build(name, debias="intra", **({"rank": False, "coherent": False} if name == "dualvar" else {}))
-    network = m.key_backbone if name == "moco" else (m.moco.key_backbone if getattr(m, "base", "") == "moco"
-                                                     else m.backbone)
+    extra = {"rank": False, "coherent": False, **({"base": "moco"} if name == "dualvar-moco" else {})}
+    m = build(name.split("-")[0], debias="intra", **(extra if name.startswith("dualvar") else {}))
+    network = m.key_backbone if name == "moco" else m.moco.key_backbone if name == "dualvar-moco" else m.backbone
     seen, query = spy(network), spy(m.backbone)
-    m(x)
+    _, logs = m(x)
+    assert {"cos_pos", "cos_intra"} <= set(logs)
     if name == "dualvar":  # one batch: c1, c2, then the intra-negatives
         neg, q = seen[0][8:], seen[0][:4]
-    elif name == "moco":  # the key encoder: the positive keys, then the negatives
+    elif name in ("moco", "dualvar-moco"):  # the key encoder: the positive keys, then the negatives
         neg, q = seen[1], query[0]
     else:  # the views, then the negatives
         neg, q = seen[2], seen[0]
     assert torch.equal(neg, neg[:, :, :1].expand_as(neg))  # no motion: one frame throughout
     for i in range(4):  # the frame is one of the query's own
         assert any(torch.allclose(neg[i, :, 0], q[i, :, f]) for f in range(q.shape[2]))
+
+
+def test_with_residual_the_intra_negative_swaps_chunks_instead():
+    """The residual frames of a repeated frame are one constant clip, the same for every video: with residual the
+    intra-negative is IIC's chunk shuffle, whose residual frames still move."""
+    x = torch.rand(2, 3, 8, 6, 6)
+    both = debias.Debias(["intra", "residual"])
+    neg = both.negative(x)
+    assert not torch.equal(neg, neg[:, :, :1].expand_as(neg)) and torch.equal(neg.sort(2).values, x.sort(2).values)
+    residual = both.seen(debias.Debias("intra").negative(x))
+    torch.testing.assert_close(residual, torch.full_like(residual, 0.5))  # what a repeated frame would give
 
 
 @pytest.mark.parametrize("name", CONTRAST + ("byol",))
@@ -258,13 +274,16 @@ def test_parse_and_the_refusals_are_one_line():
     assert debias.parse(["none"]) == () and debias.parse("fame") == ("fame",)
     with pytest.raises(SettingError, match=r"^setting options.debias='intra' is not allowed: BYOL has no negatives"):
         build_method("byol", create_model("r3d_vcop", width=0.125), debias="intra")
-    with pytest.raises(SettingError, match=r"^setting options.debias=\['be', 'flow'\] is not allowed"):
+    with pytest.raises(SettingError, match=r"^setting options.debias=\['be', 'flow'\] is not allowed: debias 'flow' "):
         build_method("cvrl", create_model("r3d_vcop", width=0.125), debias=["be", "flow"])
     with pytest.raises(ValueError, match="method iic has no option .debias."):  # IIC has its own intra and view2
         build_method("iic", create_model("r3d_vcop", width=0.125), num_videos=4, debias="be")
     from course_lib.experiment import RunConfig
-    with pytest.raises(SettingError, match="clip_len=1 is not allowed: debias fame needs clips of at least 2 frames"):
-        RunConfig(method="simclr", clip_len=1, options={"debias": "fame"}).check()
+    for fix in ("fame", "be"):  # BE mixes another frame of the clip in: one frame has none
+        with pytest.raises(SettingError, match=f"clip_len=1 is not allowed: debias {fix} needs clips of at least 2"):
+            RunConfig(method="simclr", clip_len=1, options={"debias": fix}).check()
+    with pytest.raises(SettingError, match="clip_len=6 is not allowed: debias intra with residual takes IIC's chunk"):
+        RunConfig(method="simclr", clip_len=6, options={"debias": ["intra", "residual"]}).check()
     assert debias.input_view({"debias": ["residual", "be"]}) == "residual"
     assert debias.input_view({"view": "residual"}) == "residual" and debias.input_view({}) == "rgb"
 
@@ -277,6 +296,29 @@ def test_debias_works_from_the_command_line(tmp_path, synth_quick, capsys):
     assert main(["pretrain", "--method", "cvrl", "--data", str(synth_quick.root), "--out", str(out), "--no-progress",
                  *small, "options.debias=[be, intra]"]) == 0, capsys.readouterr().err
     assert json.loads((out / "run.json").read_text())["method_settings"]["debias"] == ["be", "intra"]
+    from course_lib.experiment import eval_config
+    assert "view" not in eval_config("linear", checkpoint=out).eval_options  # RGB runs are read on RGB
+    residual = tmp_path / "residual"
+    assert main(["pretrain", "--method", "simclr", "--data", str(synth_quick.root), "--out", str(residual),
+                 "--no-progress", *small[:-1], "options.debias=residual"]) == 0, capsys.readouterr().err
+    assert eval_config("linear", checkpoint=residual).eval_options["view"] == "residual"  # and residual on residual
+
+
+def test_a_dualvar_run_cached_with_the_old_view_option_is_the_same_run(tmp_path):
+    """DualVar's view="residual" became debias="residual": a run cached before is recognised, not refused."""
+    from course_lib.experiment import CHECKPOINT, RUN_FILE, _check_same_setting
+    from course_lib.methods.registry import resolved_options
+    now = {"method": "dualvar", "method_settings": resolved_options("dualvar", {"debias": "residual"})}
+    old = {k: v for k, v in now["method_settings"].items() if k != "debias"}
+    (tmp_path / CHECKPOINT).write_bytes(b"")
+    for view, fix in (("residual", "residual"), ("rgb", "none")):
+        (tmp_path / RUN_FILE).write_text(json.dumps({"method": "dualvar", "options": {"base": "simclr", "view": view},
+                                                     "method_settings": {**old, "view": view}}))
+        options = {"base": "simclr", **({"debias": fix} if fix != "none" else {})}
+        _check_same_setting(tmp_path, {"method": "dualvar", "options": options,
+                                       "method_settings": resolved_options("dualvar", {"debias": fix})})
+    with pytest.raises(ValueError, match="debias"):
+        _check_same_setting(tmp_path, {**now, "options": {"base": "simclr"}})  # the file says view="rgb": not residual
 
 
 @pytest.mark.gpu

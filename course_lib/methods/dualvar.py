@@ -149,12 +149,17 @@ class DualVar(Method):
             parts = [x for x in (x1, x2, x3, xn) if x is not None]
             f1, f2, *more = self.backbone(normalize(torch.cat(parts))).chunk(len(parts))  # B x D each, one batch
             f3 = more[0] if self.rank else None
+            z1, z2 = self.clip_head(f1), self.clip_head(f2)  # B x dim each
             zn = self.clip_head(more[-1]) if xn is not None else None
-            loss = logs["clip"] = nt_xent(self.clip_head(f1), self.clip_head(f2), self.temperature, negatives=zn)
+            loss = logs["clip"] = nt_xent(z1, z2, self.temperature, negatives=zn)
+            logs.update(self.debias.logs(z1, z2, zn))
         else:
             f1 = self.moco.query_features(x1)  # B x D
-            loss, _, key_f2 = self.moco.contrast(f1, x2, xn)
+            loss, logits, key_f2 = self.moco.contrast(f1, x2, xn)
             logs["clip"] = loss
+            if xn is not None:  # column 0: the positive, column 1: the intra-negative (cosines / temperature)
+                t = self.temperature
+                logs.update(cos_pos=logits[:, 0].mean() * t, cos_intra=logits[:, 1].mean() * t)
         if self.coherent:
             e1 = self.segment_embeddings(f1)  # B x S x d
             if self.coherent_form == "queue":
