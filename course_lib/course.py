@@ -184,6 +184,11 @@ for _name, _folder, _title, _options in (
         ("cvrl-uniform", "consistent_uniform", "consistent, uniform", {"interval": "uniform"}),
         ("cvrl-increasing", "consistent_increasing", "consistent, increasing", {"interval": "increasing"})):
     declare(_name, "06", "cvrl", title=_title, folder=f"06/{_folder}", options={"hidden": 512, **_options}, group="06")
+    # the same ablation once the static shortcut is gone (residual frames, the fix that makes CVRL learn here;
+    # the consistent, decreasing arm is "cvrl-residual" below)
+    declare(f"{_name}+residual", "06", "cvrl", title=f"{_title}, residual", folder=f"06/{_folder}_residual",
+            options={"hidden": 512, **_options, "debias": "residual"}, group="06",
+            scores=("frozen", "direction", "attributes", "reversal"))
 # 07: DualVar's two terms on SimCLR and MoCo ("dualvar" is SimCLR + both), and on residual frames
 for _base in ("simclr", "moco"):
     for _arm, _rank, _coherent in (("alone", False, False), ("rank", True, False), ("coherent", False, True),

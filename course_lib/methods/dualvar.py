@@ -128,6 +128,11 @@ class DualVar(Method):
         out = (head or self.segment_head)(f)  # B x (S d)
         return F.normalize(rearrange(out, "b (s d) -> b s d", s=self.segments), dim=2)
 
+    def shuffled_copy(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shuffle-rank's copy of clips x (B x C x T x H x W): (the copy, perm B x S), copy segment k being original
+        segment perm[b, k]; ``shuffle_segments``. A subclass may make another copy with the same contract."""
+        return shuffle_segments(x, self.segments)
+
     def rank_loss(self, e1: torch.Tensor, e3: torch.Tensor, f_shuffled: torch.Tensor, perm: torch.Tensor):
         """Shuffle-rank with anchors c1 (e1) and the unshuffled c3 (e3), 0.5 each."""
         e_shuf = self.segment_embeddings(f_shuffled)  # B x S x d, shuffled positions
@@ -176,7 +181,7 @@ class DualVar(Method):
                                                      form=self.coherent_form)
             loss = loss + logs["coherent"]
         if self.rank:
-            shuffled, perm = shuffle_segments(x3, self.segments)
+            shuffled, perm = self.shuffled_copy(x3)
             if self.base == "simclr":
                 f_shuf = self.backbone(normalize(shuffled))
             else:  # c3 and its shuffled copy as one batch, as the public MoCo form
