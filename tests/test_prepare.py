@@ -161,3 +161,14 @@ def test_prepare_command_line(mixed, tmp_path, capsys):
     assert "nowhere: source folder not found" in capsys.readouterr().err
     assert main(["prepare", "folder", "--src", str(mixed), "--out", str(mixed)]) == 2
     assert "--out must differ from --src" in capsys.readouterr().err
+
+
+def test_keyframes_can_be_sparser_than_the_source(tmp_path):
+    """A decoded frame keeps its picture type, and libx264 makes every frame marked I a keyframe: the source's
+    keyframes (every 8 frames here) would survive a --keyframe-interval of 24 unless the type is cleared."""
+    from course_lib.data.prepare import EncodeSettings, reencode
+    src = write_video(tmp_path / "src.mp4", indexed_frames(72, 64, 64), keyframe_interval=8)
+    assert probe(src).keyframe_interval == 8
+    out = reencode(src, tmp_path / "out.mp4", EncodeSettings(short_side=64, keyframe_interval=24))
+    assert probe(out).keyframe_interval == 24
+    assert [read_index(f) for f in decode_frames(out, [0, 23, 24, 71])] == [0, 23, 24, 71]

@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+from av.video.frame import PictureType
 
 from ..runtime import default_workers
 from ..video import VideoError, _reason, probe
@@ -94,6 +95,7 @@ def reencode(src: str | os.PathLike, dst: str | os.PathLike, settings: EncodeSet
                     last = pts - first
                     small = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
                     small.pts, small.time_base = last, tb
+                    small.pict_type = PictureType.NONE  # the source's I-frames would force keyframes of their own
                     for packet in vout.encode(small):
                         out.mux(packet)
                     frames += 1

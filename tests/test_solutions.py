@@ -1,5 +1,5 @@
-"""The worked solutions of notebooks 04-08 and 10 (notebooks/solutions/): one solution per exercise of the course
-notebook, committed without outputs, with unique cell ids. nbval runs them; this only reads them."""
+"""The worked solutions (notebooks/solutions/): one for every course notebook with exercises, one solution per
+exercise, committed without outputs, with unique cell ids. nbval runs them; this only reads them."""
 import json
 import re
 from pathlib import Path
@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLVED = ("04_contrastive_learning", "05_iic", "06_cvrl", "07_dual_representations", "08_byol",
-          "10_evaluation_and_comparison")
+SOLVED = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # every course notebook
 
 
 def cells(path: Path) -> list[dict]:
@@ -26,6 +25,7 @@ def exercises(stem: str) -> list[str]:
 @pytest.mark.parametrize("stem", SOLVED)
 def test_every_exercise_has_a_worked_solution(stem):
     path = ROOT / "notebooks" / "solutions" / f"{stem}.ipynb"
+    assert "".join(cells(path)[0]["source"]).startswith(f"# Solutions · {stem[:2]} ")
     solved = [m for c in cells(path) if c["cell_type"] == "markdown"
               for m in re.findall(r"^## Exercise (\d+)$", "".join(c["source"]), flags=re.M)]
     assert solved == exercises(stem)
