@@ -563,7 +563,8 @@ def report(mode: str = "full") -> str:
             lines += ["Not measured yet.", ""]
             continue
         some = next(iter(measured.values()))
-        lines += [f"{mode} mode, {some['config']['epochs']} epochs, {some['test_videos']} test videos, "
+        epochs = "/".join(str(e) for e in sorted({r["config"]["epochs"] for r in measured.values()}))
+        lines += [f"{mode} mode, {epochs} epochs, {some['test_videos']} test videos, "
                   f"{some['classes']} classes (chance {100 / some['classes']:.1f}); scores in %, cos in [-1, 1].", ""]
         lines += ["| run | " + " | ".join(keys) + " | training (min) |", "|---" * (len(keys) + 2) + "|"]
         for name, r in measured.items():

@@ -82,10 +82,13 @@ def test_the_readme_is_a_guide():
 
 
 def test_the_measurements_doc_shows_what_the_result_files_hold(tmp_path):
-    from course_lib.results import REPORT_BEGIN, REPORT_END, report, write_report
+    from course_lib.results import REPORT_BEGIN, REPORT_END, markers, report, write_report
     text = (ROOT / "docs" / "measurements.md").read_text(encoding="utf-8")
     assert REPORT_BEGIN + text.split(REPORT_BEGIN, 1)[1].split(REPORT_END, 1)[0] + REPORT_END == report("full"), \
         "docs/measurements.md is stale: python -m course_lib results --mode full --doc docs/measurements.md"
+    begin, end = markers("cpu")  # the CPU default's committed results, in a block of their own
+    assert begin + text.split(begin, 1)[1].split(end, 1)[0] + end == report("cpu"), \
+        "docs/measurements.md is stale: python -m course_lib results --mode cpu --doc docs/measurements.md"
     doc = tmp_path / "m.md"
     doc.write_text("# M\n\nbefore\n\n" + REPORT_BEGIN + "\nold\n" + REPORT_END + "\n\nafter\n")
     write_report(doc)
