@@ -5,6 +5,7 @@ jupyterlab_widgets leaves "Loading widget..." or "Error displaying widget" in th
 kernel is happy. Here the page runs the cells, and a slider, a toggle and a drop-down moved in
 the page must change the picture the page shows. Deselect with ``-m "not browser"``.
 """
+import json
 import os
 
 import pytest
@@ -14,7 +15,16 @@ from lab_browser import ROOT, chromium_path, jupyter_lab  # tests/lab_browser.py
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 NOTEBOOK = ROOT / "notebooks" / "06_cvrl.ipynb"
-AUGMENT_CELL, SAMPLER_CELL = 4, 10  # the two explorers' cells
+
+
+def _cell_of(code: str) -> int:
+    """The index (among all cells) of the notebook's code cell that starts with ``code``."""
+    cells = json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+    return next(i for i, c in enumerate(cells) if c["cell_type"] == "code" and "".join(c["source"]).startswith(code))
+
+
+AUGMENT_CELL = _cell_of("clip = ClipDataset(")  # the augmentation explorer's cell
+SAMPLER_CELL = _cell_of("SamplerExplorer(")  # the interval sampler's
 
 
 @pytest.fixture(scope="module")
