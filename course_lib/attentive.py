@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from .augment import AugmentConfig, augment, center_crop
 from .methods.common import normalize
 from .models.vit import init_weights
+from .video import before_fork
 
 
 class CrossAttentionBlock(nn.Module):
@@ -83,6 +84,7 @@ def extract_tokens(backbone: nn.Module, dataset, *, device="cpu", batch_size: in
     """(tokens V x S x N x D in float16, labels V): every clip's tokens, S clips per video."""
     backbone = backbone.to(device).eval()
     tokens, labels = [], []
+    before_fork(num_workers)
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         clips = batch["clips"].to(device)  # B x S x C x T x H x W
         t = clip_tokens(backbone, rearrange(clips, "b s c t h w -> (b s) c t h w"), size=size)

@@ -48,6 +48,7 @@ from .machine import get_device
 from .methods import Supervised
 from .methods.common import accuracy, normalize
 from .train import train
+from .video import before_fork
 
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
 
@@ -87,6 +88,7 @@ def extract_features(backbone: nn.Module, dataset, *, device="cpu", batch_size: 
                          f"(got {feature!r}, {view!r}).")
     backbone = backbone.to(device).eval()
     feats, labels, index = [], [], []
+    before_fork(num_workers)
     for batch in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
         clips = batch["clips"].to(device)  # B x S x C x T x H x W
         b = clips.shape[0]

@@ -34,6 +34,7 @@ from .phases import PhaseClock, phase_record
 from .runtime import autocast, rng_state, seed_everything, send, set_rng_state
 from .machine import get_device
 from .settings import Checked, flag, int_list, integer, number, one_of
+from .video import before_fork
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -300,6 +301,7 @@ def train(method: torch.nn.Module, dataset, cfg: TrainConfig, out: str | os.Path
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(cfg.seed * 100_003 + ctx.rank + start_epoch))
+    before_fork(cfg.num_workers)
     batch_iter = iter(loader)  # one iterator, so the workers live for the whole run
     clock = PhaseClock(device).watch(method)  # where each step's time goes (phases.py)
     try:

@@ -11,6 +11,7 @@ scaler (swscale) while converting to RGB, so full-size RGB frames are never buil
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -80,6 +81,17 @@ def _open(path: str | os.PathLike) -> tuple[av.container.InputContainer, av.vide
     # thread pool deadlocks when it is garbage-collected in a forked DataLoader worker.
     stream.codec_context.thread_count = 1
     return container, stream
+
+
+def before_fork(num_workers: int) -> None:
+    """Free this process's cyclic garbage before DataLoader workers fork from it.
+
+    A decoder a learner opened with FFmpeg's default threads and left in a reference cycle
+    would otherwise be freed by whichever process collects it first; in a forked worker
+    its thread pool is gone and the free deadlocks (see ``_open``).
+    """
+    if num_workers > 0:
+        gc.collect()
 
 
 def _reason(e: Exception) -> str:

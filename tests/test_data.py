@@ -201,6 +201,48 @@ def test_decoder_garbage_is_safe_to_collect_in_a_forked_worker(indexed_manifest)
         gc.collect()
 
 
+def test_garbage_is_collected_in_the_parent_before_workers_fork(tmp_path, synth_quick):
+    """A learner's own decoder (FFmpeg's default threads) left in a cycle must not be freed in a worker:
+    training, feature extraction and token extraction collect it before their workers fork."""
+    import gc
+    import weakref
+    from course_lib.attentive import extract_tokens
+    from course_lib.evaluate import extract_features
+    from course_lib.methods import build_method, sampler_for
+    from course_lib.models import create_model
+    from course_lib.train import TrainConfig, train
+
+    class Decoder:  # stands in for a threaded codec context: only whether it is freed matters
+        pass
+
+    def garbage():
+        d = Decoder()
+        d.cycle = d
+        ref = weakref.ref(d)
+        del d
+        return ref
+
+    ds = ClipDataset(synth_quick, sampler_for("rotation", clip_len=4), split="train", size=(32, 32))
+    cfg = TrainConfig(epochs=1, batch_size=4, steps_per_epoch=1, num_workers=1)
+    vit = create_model("vit_course", width=0.25)
+    runs = {"train": lambda: train(build_method("rotation", create_model("r3d_vcop", width=0.125)), ds, cfg,
+                                   tmp_path, progress=False),
+            "features": lambda: extract_features(create_model("r3d_vcop", width=0.125), ds, num_workers=1),
+            "tokens": lambda: extract_tokens(vit, ds, num_workers=1)}
+    gc.disable()
+    try:
+        for what, run in runs.items():
+            ref = garbage()
+            run()
+            assert ref() is None, f"{what}: forked its workers with the garbage still in the parent"
+        ref = garbage()
+        extract_features(create_model("r3d_vcop", width=0.125), ds, num_workers=0)
+        assert ref() is not None  # no worker, no fork: nothing to collect
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def test_vfr_entries_use_timestamps(tmp_path, indexed_video):
     times = np.concatenate([[0], np.cumsum(np.tile([20, 100], 20))[:-1]])  # 40 frames, VFR
     src = indexed_video("ds_vfr.mkv", n=40, timestamps_ms=times.tolist(), keyframe_interval=8)
