@@ -241,6 +241,13 @@ class Debias(nn.Module):
             cos = torch.nn.functional.cosine_similarity
             return {"cos_pos": cos(z, positive, dim=1).mean(), "cos_intra": cos(z, negative, dim=1).mean()}
 
+    @staticmethod
+    def key_logs(logits: torch.Tensor, temperature: float) -> dict:
+        """``logs`` for MoCo's contrast with intra-negatives, from its logits (column 0 the positive, column 1 the
+        intra-negative, each a cosine over the temperature)."""
+        with torch.no_grad():
+            return {"cos_pos": logits[:, 0].mean() * temperature, "cos_intra": logits[:, 1].mean() * temperature}
+
     def seen(self, *xs: torch.Tensor | None):
         """What the network sees of each clip batch: its residual frames with ``residual``, else itself (None
         stays None). One argument gives one result, several a tuple."""

@@ -9,6 +9,7 @@ reference and its inputs, so the check cell, the solution and the tests all use 
 """
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from dataclasses import dataclass
@@ -128,13 +129,18 @@ def check(name: str, mine: Callable, *, atol: float = 1e-5, rtol: float = 1e-4, 
 
 
 # ----------------------------------------------------------------------------- notebook 01
-def _video_cases() -> list[tuple]:
+@functools.cache
+def _moving_video() -> Path:
+    """A small video, written once per process: a bright square that moves one pixel per frame."""
     from .video import write_video
-    folder = Path(tempfile.mkdtemp(prefix="course-exercise-"))
     frames = np.zeros((48, 32, 48, 3), np.uint8)
-    for t in range(48):  # a bright square that moves one pixel per frame: every frame differs
+    for t in range(48):  # every frame differs
         frames[t, 8:20, t % 36: t % 36 + 12] = 220
-    path = write_video(folder / "moving.mp4", frames, keyframe_interval=12)
+    return write_video(Path(tempfile.mkdtemp(prefix="course-exercise-")) / "moving.mp4", frames, keyframe_interval=12)
+
+
+def _video_cases() -> list[tuple]:
+    path = _moving_video()
     return [(path, [20, 21, 22, 23]), (path, [0, 13, 13, 40]), (path, [47, 5])]
 
 

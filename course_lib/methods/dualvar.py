@@ -162,9 +162,8 @@ class DualVar(Method):
             f1 = self.moco.query_features(x1)  # B x D
             loss, logits, key_f2 = self.moco.contrast(f1, x2, xn)
             logs["clip"] = loss
-            if xn is not None:  # column 0: the positive, column 1: the intra-negative (cosines / temperature)
-                t = self.temperature
-                logs.update(cos_pos=logits[:, 0].mean() * t, cos_intra=logits[:, 1].mean() * t)
+            if xn is not None:
+                logs.update(self.debias.key_logs(logits, self.temperature))
         if self.coherent:
             e1 = self.segment_embeddings(f1)  # B x S x d
             if self.coherent_form == "queue":

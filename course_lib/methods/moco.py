@@ -105,7 +105,6 @@ class MoCo(Method):
         x1, x2, xn = self.debias.seen(x1, x2, self.debias.negative(x1))
         loss, logits, _ = self.contrast(self.query_features(x1), x2, xn)
         logs = {"loss": loss.detach(), "acc": accuracy(logits, torch.zeros_like(logits[:, 0], dtype=torch.long))}
-        if xn is not None:  # column 0: the positive, column 1: the intra-negative (cosines times 1 / temperature)
-            logs.update(cos_pos=(logits[:, 0] * self.temperature).mean().detach(),
-                        cos_intra=(logits[:, 1] * self.temperature).mean().detach())
+        if xn is not None:
+            logs.update(self.debias.key_logs(logits, self.temperature))
         return loss, logs
