@@ -158,6 +158,36 @@ def _midplanes(n_in, n_out):
     return _midplanes(n_in, n_out)
 
 
+# ----------------------------------------------------------------------------- a method's forward
+def _small(name: str, seed: int, clips: int, frames: int = 8, **options):
+    """(method ``name`` around a tiny r3d_vcop at 32 px, a batch of 4 videos with ``clips`` clips of 36 px)."""
+    from .methods import build_method
+    from .models import create_model
+    torch.manual_seed(seed)
+    method = build_method(name, create_model("r3d_vcop", width=0.125), size=32, num_videos=12, **options)
+    g = torch.Generator().manual_seed(seed)
+    batch = {"clips": torch.randint(0, 256, (4, clips, 3, frames, 36, 36), dtype=torch.uint8, generator=g),
+             "index": torch.tensor([0, 5, 7, 11])}
+    return method, batch
+
+
+def _forward_after(fn, args):
+    """A forward pass's loss, the gradients it gives every trainable weight, and the state it leaves (queues,
+    memory banks, momentum encoders, BatchNorm statistics)."""
+    method = args[0]
+    loss = fn(*args)
+    if not torch.is_tensor(loss) or loss.numel() != 1 or not loss.requires_grad:
+        return {"the loss": loss if torch.is_tensor(loss) and loss.requires_grad else None}
+    loss.backward()
+    grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+             for p in method.parameters() if p.requires_grad]
+    state = [b.detach().float().flatten() for b in method.buffers()] + [
+        p.detach().flatten() for p in method.parameters() if not p.requires_grad]
+    return {"the loss": loss.detach(), "the gradients of the trainable weights": torch.cat(grads),
+            "the state after the pass (queue, memory bank, momentum encoder, BatchNorm statistics)":
+                torch.cat(state) if state else torch.zeros(0)}
+
+
 # ----------------------------------------------------------------------------- notebook 03
 def _rotate_cases() -> list[tuple]:
     g = torch.Generator().manual_seed(0)
@@ -232,6 +262,14 @@ def _moco_loss(q, k, queue, t):
     return moco_loss(q, k, queue, t)
 
 
+@exercise("moco_forward", lambda: [_small("moco", seed, 2, queue=8, momentum=0.9) for seed in (0, 1)],
+          outcome=_forward_after,
+          hint="augment clip 0 then clip 1; update the key encoder before it embeds the keys; take the loss against "
+               "a copy of the queue, then enqueue the keys.")
+def _moco_forward(moco, batch):
+    return moco(batch)[0]
+
+
 # ----------------------------------------------------------------------------- notebook 05
 def _residual_cases() -> list[tuple]:
     g = torch.Generator().manual_seed(0)
@@ -262,6 +300,13 @@ def _iic_nce(q, other_bank, intra_bank, cand, t):
     return bank_nce(q, torch.cat([other_bank[cand], intra_bank[cand]], 1), t)[0]
 
 
+@exercise("iic_forward", lambda: [_small("iic", seed, 1, negatives=5) for seed in (0, 1)], outcome=_forward_after,
+          hint="draw the candidates before the intra-negative's frame (the random draws come in that order); the "
+               "clip's own intra-negative replaces column 0 of the intra bank's candidates; update the banks last.")
+def _iic_forward(iic, batch):
+    return iic(batch)[0]
+
+
 # ----------------------------------------------------------------------------- notebook 06
 @exercise("interval_pmf", lambda: [(10, "decreasing", 1.0), (200, "decreasing", 2.0), (7, "uniform", 1.0),
                                    (50, "increasing", 0.5)],
@@ -270,6 +315,13 @@ def _iic_nce(q, other_bank, intra_bank, cand, t):
 def _interval(num_starts, mode, power):
     from .data.samplers import interval_pmf
     return interval_pmf(num_starts, mode, power)
+
+
+@exercise("cvrl_forward", lambda: [_small("cvrl", seed, 2, hidden=64) for seed in (0, 1)], outcome=_forward_after,
+          hint="clip 0 through augment1, clip 1 through augment2; NT-Xent summed over its two directions "
+               "(reduction=\"sum\").")
+def _cvrl_forward(cvrl, batch):
+    return cvrl(batch)[0]
 
 
 # ----------------------------------------------------------------------------- notebook 07
@@ -316,6 +368,14 @@ def _coherent(e1, e2, t):
     return temporal_coherent(e1, e2, t)
 
 
+@exercise("dualvar_forward", lambda: [_small("dualvar", seed, 2, reverse=p) for seed, p in ((0, 0.5), (1, 0.0))],
+          outcome=_forward_after,
+          hint="draw the reverse coin first (only when reverse is not 0), then augment c1, c2 and c1 again; the "
+               "three views go through the backbone as one batch; the shuffled copy through it on its own.")
+def _dualvar_forward(dualvar, batch):
+    return dualvar(batch)[0]
+
+
 # ----------------------------------------------------------------------------- notebook 08
 def _ema_cases() -> list[tuple]:
     from torch import nn
@@ -355,6 +415,15 @@ def _byol_cases() -> list[tuple]:
 def _byol(p, z):
     from .losses import byol_loss
     return byol_loss(p, z)
+
+
+@exercise("byol_forward", lambda: [_small("byol", seed, rho, rho=rho, hidden=64, momentum=0.9)
+                                                     for seed, rho in ((0, 2), (1, 3))],
+          outcome=_forward_after,
+          hint="one pass per clip, online and target alike; update the target before it embeds the clips, with no "
+               "gradient.")
+def _byol_forward(byol, batch):
+    return byol(batch)[0]
 
 
 # ----------------------------------------------------------------------------- notebook 09
