@@ -163,7 +163,7 @@ for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
             changes=_changes, data="twin", scores=("twin",), group="twin")
-COMPARISON = ("random_init", "random_vit", *(c[0] for c in _COMPARED))
+COMPARISON = ("random_init", "random_vit", *(c[0] for c in _COMPARED))  # with BYOL at rho = 4 (notebook 08) below
 
 # 02: the diagnostic that appearance alone cannot tell the class
 declare("single_frame", "02", "supervised", title="single frame", folder="02/single_frame",
@@ -206,9 +206,11 @@ for _arm, _both in (("alone", False), ("both", True)):
 # 08: BYOL without its predictor, without its EMA target, and with rho = 4 clips per video
 for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "no predictor", {"predictor": False}),
                                          ("byol-no_ema", "no_EMA", "no EMA", {"momentum": 0.0}),
-                                         ("byol-rho4", "rho4", "rho = 4", {"rho": 4})):
+                                         ("byol-rho4", "rho4", "BYOL, rho = 4", {"rho": 4})):
     declare(_name, "08", "byol", title=_title, folder=f"08/{_folder}", options=_options,
-            scores=("frozen", "collapse"), group="08")
+            scores=(*FRONT, "collapse") if _name == "byol-rho4" else ("frozen", "collapse"), group="08")
+# notebook 10 compares rho = 4 beside rho = 2: the paper's main setting, and the BYOL that learns here
+COMPARISON = (*COMPARISON[:COMPARISON.index("byol") + 1], "byol-rho4", *COMPARISON[COMPARISON.index("byol") + 1:])
 # 09: VideoMAE's masking ablations
 for _name, _folder, _title, _options in (("videomae-random", "videomae_random", "random 0.9", {"masking": "random"}),
                                          ("videomae-ratio75", "videomae_ratio75", "tube 0.75", {"mask_ratio": 0.75})):

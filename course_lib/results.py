@@ -321,7 +321,7 @@ def write(name: str, mode: str | None = None, *, train: bool = False, force: boo
     "not trained", path). A file whose identity matches the cached run is kept unless ``force``. A run notebook 10
     compares also gets its fp16 backbone beside the file (``save_weights``) with ``weights``, by default in full mode."""
     run = course.run(name, mode)
-    ship = (run.mode == "full" if weights is None else weights) and run.spec.group == "comparison"
+    ship = (run.mode == "full" if weights is None else weights) and name in course.COMPARISON and bool(run.spec.folder)
     path = course.result_path(name, run.mode)
     if not run.trained() and not train:
         return "not trained", None
@@ -432,8 +432,11 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     with_here = any(r.get("here") for r in rows)  # committed results at the learner's budget
     width = {k: max(15, len(f"{k} {here} ref")) + 2 for k in keys}  # a long key keeps its gap
 
-    def committed(value, b, w):
-        text = "-" if value is None else f"{value:.1f}" + (f" [{b[0]:.0f}-{b[1]:.0f}]" if b else "")
+    def digits(k):  # a cosine near 1 needs its decimals; a score in % has one
+        return 3 if k.startswith("cos") else 1
+
+    def committed(value, b, w, d):
+        text = "-" if value is None else f"{value:.{d}f}" + (f" [{b[0]:.{d - 1}f}-{b[1]:.{d - 1}f}]" if b else "")
         return f"{text:>{w}s}"
 
     head = f"{'run':24s}" + "".join((f"{k + ' ' + here:>{width[k]}s}" if with_mine else "")
@@ -443,12 +446,12 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     for r in rows:
         cells = ""
         for k in keys:
-            mine, w = r["mine"].get(k), width[k]
+            mine, w, d = r["mine"].get(k), width[k], digits(k)
             if with_mine:
-                cells += f"{mine:{w}.1f}" if mine is not None else f"{'-':>{w}s}"
+                cells += f"{mine:{w}.{d}f}" if mine is not None else f"{'-':>{w}s}"
             if with_here:
-                cells += committed(r["here"].get(k), r["band_here"].get(k), w)
-            cells += committed(r["reference"].get(k), r["band"].get(k), w)
+                cells += committed(r["here"].get(k), r["band_here"].get(k), w, d)
+            cells += committed(r["reference"].get(k), r["band"].get(k), w, d)
         lines.append(f"{r['title']:24s}" + cells)
     if not any(r["reference"] for r in rows):
         lines.append(f"(no committed {ref}-mode result files for these runs yet: python -m course_lib results --mode {ref})")
@@ -507,24 +510,36 @@ def debias_runs(methods: tuple[str, ...] | None = None) -> list[str]:
     return [name for (method, _), name in course.DEBIAS_RUNS.items() if methods is None or method in methods]
 
 
+def debias_scores(key: str, mode: str = "full") -> dict[tuple[str, str], float | None]:
+    """Score ``key`` of every clip-contrast method with each fix of ``course_lib.debias`` that applies to it, from the
+    committed result files at ``mode``: {(method, fix): value, or None where not measured}; "none" is the paper's form.
+    A cell that is absent is a fix that does not apply (BYOL has no negatives for ``intra``)."""
+    return {(method, fix): course.score(name, key, mode) for (method, fix), name in course.DEBIAS_RUNS.items()}
+
+
+def debias_floor(fix: str) -> str:
+    """The run a fix is read against: a random network on residual frames for ``residual``, else random init."""
+    return "random_init-residual" if fix == "residual" else "random_init"
+
+
 def debias_grid(key: str, mode: str = "full") -> str:
     """A markdown table of score ``key``: one row per clip-contrast method, one column per fix of ``course_lib.debias``
     ("-": not measured), and random init (RGB and residual frames) and supervised as the lines to read it against."""
-    fixes = list(dict.fromkeys(fix for _, fix in course.DEBIAS_RUNS))
+    scores = debias_scores(key, mode)
+    fixes = list(dict.fromkeys(fix for _, fix in scores))
     head = ["| method | " + " | ".join(fixes) + " |", "|---" * (len(fixes) + 1) + "|"]
     rows = []
-    for method in dict.fromkeys(m for m, _ in course.DEBIAS_RUNS):
-        cells = []
-        for fix in fixes:
-            name = course.DEBIAS_RUNS.get((method, fix))
-            value = course.score(name, key, mode) if name else None
-            cells.append("" if name is None else "-" if value is None else f"{value:.1f}")
+    for method in dict.fromkeys(m for m, _ in scores):
+        cells = ["" if (method, fix) not in scores else "-" if scores[method, fix] is None
+                 else f"{scores[method, fix]:.1f}" for fix in fixes]
         rows.append(f"| {course.spec(method).title} | " + " | ".join(cells) + " |")
     lines = [f"{key}, {mode} mode ('-': not measured; blank: the fix does not apply)", "", *head, *rows, ""]
     for name in ("random_init", "random_init-residual", "supervised"):
         v = course.score(name, key, mode)
         lines.append(f"{course.spec(name).title}: " + ("not measured" if v is None else f"{v:.1f}") + "  ")
     return "\n".join(lines)
+
+
 # what the report shows of each family of runs: (heading, runs, score keys)
 REPORT = (
     ("Notebook 10: every method at one budget", lambda: list(course.COMPARISON),

@@ -155,8 +155,36 @@ def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: st
     if chance is not None:
         ax.axhline(chance, color="k", lw=0.8, ls=":", label="chance")
     ax.set_xticks(x, [r["title"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"{key} (%)")
+    ax.set_ylabel(key if key.startswith("cos") else f"{key} (%)")  # a cosine is not a percentage
     ax.set_title(title or f"{key}: your run beside the reference (black bars: the seed bands)")
     ax.legend(fontsize=7, ncol=3)
     plt.tight_layout()
+    return ax
+
+
+def debias_plot(key: str = "linear", mode: str = "full", ax=None):
+    """Every clip contrast with each published fix (``results.debias_scores``) as a grid: the colour is the score
+    above the fix's own floor (``results.debias_floor``: random init, or a random network on residual frames), the
+    text the score itself; "-" not measured, blank where the fix does not apply. Returns the axes."""
+    from . import course, results
+    scores = results.debias_scores(key, mode)
+    methods = list(dict.fromkeys(m for m, _ in scores))
+    fixes = list(dict.fromkeys(f for _, f in scores))
+    above = np.full((len(methods), len(fixes)), np.nan)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.3 * len(fixes) + 2, 0.5 * len(methods) + 1.5))
+    for i, m in enumerate(methods):
+        for j, f in enumerate(fixes):
+            if (m, f) not in scores:
+                continue
+            value, floor = scores[m, f], course.score(results.debias_floor(f), key, mode)
+            if value is not None and floor is not None:
+                above[i, j] = value - floor
+            ax.text(j, i, "-" if value is None else f"{value:.1f}", ha="center", va="center", fontsize=8)
+    lim = max(1.0, float(np.nanmax(np.abs(above)))) if np.isfinite(above).any() else 1.0
+    im = ax.imshow(above, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(fixes)), fixes)
+    ax.set_yticks(range(len(methods)), [course.spec(m).title for m in methods])
+    ax.figure.colorbar(im, ax=ax, label=f"{key}: points above its floor")
+    ax.set_title(f"{key}, {mode} mode: each method as published (none) and with each fix", fontsize=9)
     return ax

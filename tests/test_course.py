@@ -186,7 +186,7 @@ def test_the_committed_reference_weights_match_their_result_files_and_stay_small
         saved = torch.load(f, map_location="cpu", weights_only=True)
         record = course.result(f.stem, "full")
         assert record is not None and saved["identity"] == record["identity"], f.name
-        assert course.spec(f.stem).group == "comparison" and saved["config"]["epochs"] == record["config"]["epochs"]
+        assert f.stem in course.COMPARISON and saved["config"]["epochs"] == record["config"]["epochs"]
 
 
 def test_the_reference_is_read_live_and_reproduces_its_result_file(tmp_path, monkeypatch):
@@ -252,6 +252,14 @@ def test_the_learners_rows_carry_the_committed_results_of_their_own_budget_too(t
     assert len(ax.patches) == 4 and "reference (cpu)" in [t.get_text() for t in ax.get_legend().get_texts()]
     full = results.compare(["iic"], ("linear",), mode="full", mine=False)  # at the reference's own budget: one bar
     assert full[0]["here"] == {} and len(viz.compare_plot(full, "linear", mode="full").patches) == 1
+    # a cosine near 1 keeps three decimals (and its band two), not 1.0 for every run; its axis is not in %
+    for mode, values in (("full", {"iic": 0.9883, "iic-seed1": 0.9712}), ("cpu", {"iic": 0.9951})):
+        for name, cos in values.items():
+            (tmp_path / mode / f"{name}.json").write_text(json.dumps({"scores": {"cos reversed": cos}}))
+    rows = results.compare(["iic"], ("cos reversed",), mode="cpu", mine=False)
+    text = results.table(rows, ("cos reversed",), mode="cpu")
+    assert "0.995" in text and "0.988 [0.97-0.99]" in text
+    assert viz.compare_plot(rows, "cos reversed", mode="cpu").get_ylabel() == "cos reversed"
 
 
 def test_the_fix_table_reads_one_file_per_method_and_fix(tmp_path, monkeypatch):
@@ -266,3 +274,27 @@ def test_the_fix_table_reads_one_file_per_method_and_fix(tmp_path, monkeypatch):
     assert "| BYOL | - |  | - | - | - |" in text  # BYOL has no negatives: no intra column
     assert "random init: 15.8" in text and "supervised: not measured" in text
     assert results.markers("cpu")[0] != results.markers("full")[0] == results.REPORT_BEGIN
+
+
+def test_the_fix_grid_is_read_against_each_fixs_own_floor(tmp_path, monkeypatch):
+    """Notebook 10's picture of every method x fix: colour = score above random init, or above a random network on
+    residual frames for the residual fix; not measured is empty, a fix that does not apply has no cell."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from course_lib import viz
+    monkeypatch.setattr(course, "results_dir", lambda: tmp_path)
+    (tmp_path / "full").mkdir()
+    for name, linear in (("cvrl", 15.0), ("cvrl-residual", 61.7), ("cvrl-be", 17.5), ("random_init", 15.8),
+                         ("random_init-residual", 27.5)):
+        (tmp_path / "full" / f"{name}.json").write_text(json.dumps({"scores": {"linear": linear}}))
+    scores = results.debias_scores("linear")
+    assert scores["cvrl", "residual"] == 61.7 and scores["simclr", "be"] is None and ("byol", "intra") not in scores
+    ax = viz.debias_plot("linear")
+    grid = ax.get_images()[0].get_array()
+    methods = [t.get_text() for t in ax.get_yticklabels()]
+    fixes = [t.get_text() for t in ax.get_xticklabels()]
+    row = methods.index("CVRL")
+    assert grid[row, fixes.index("residual")] == pytest.approx(61.7 - 27.5)  # against its own floor
+    assert grid[row, fixes.index("be")] == pytest.approx(17.5 - 15.8)
+    assert grid.mask[methods.index("SimCLR"), fixes.index("be")]  # not measured: no colour
+    assert "61.7" in [t.get_text() for t in ax.texts]
