@@ -252,6 +252,15 @@ for _method, _fixes in DEBIASED.items():
             folder=f"{_spec.notebook}/debias/{_method}-{_fix}", changes=_spec.changes, group="debias",
             scores=("frozen", "direction", "attributes", "reversal"),
             options={**_spec.options, "debias": _fix}).name
+# each of them with the fix that works at the CPU default (residual frames) on the static-bias twin too: does what a
+# fixed method learns carry over when appearance names the class (notebook 10)?
+DEBIAS_TWINS = {}  # method -> its twin run with the residual fix
+for _method in DEBIASED:
+    _spec = RUNS[DEBIAS_RUNS[_method, "residual"]]
+    DEBIAS_TWINS[_method] = declare(
+        f"twin-{_spec.name}", _spec.notebook, _method, title=f"{RUNS[_method].title} + residual, twin",
+        folder=f"{_spec.folder.rsplit('/', 1)[0]}/twin-{_spec.folder.rsplit('/', 1)[1]}", changes=_spec.changes,
+        data="twin", scores=("twin",), group="twin-debias", options=_spec.options).name
 
 
 # At the CPU default (and the test budget, its smaller copy) notebooks 05-09 train their main runs and the arms their

@@ -203,7 +203,7 @@ def _finetune(s: Scoring) -> dict:
 def _twin(s: Scoring) -> dict:
     plain = builtin_dataset(small_data(s.run.mode), progress=False)
     twin = builtin_dataset(small_data(s.run.mode), static_bias=1, progress=False)
-    r = bias_probes(s.backbone(), s.base, plain, twin, s.device)
+    r = bias_probes(s.backbone(), s.base, plain, twin, s.device, view=s.view)
     return {"twin": r["twin"], "R@1 twin": r["R@1 twin"], "plain": r["plain"], **{a: r[a] for a in APPEARANCE}}
 
 
@@ -545,7 +545,8 @@ REPORT = (
     ("Notebook 10: every method at one budget", lambda: list(course.COMPARISON),
      ("linear", "R@1", "R@5", "knn", "attentive", "finetune")),
     ("Notebook 10: trained on the static-bias twin (twin→twin, twin→plain) and the colour it keeps",
-     lambda: course.names("twin") + ["twin-simclr_no_colour"], ("twin", "plain", "color", "background", "shape")),
+     lambda: course.names("twin") + ["twin-simclr_no_colour", *course.names("twin-debias")],
+     ("twin", "plain", "color", "background", "shape")),
     ("Notebook 02: reference points", lambda: ["random_init", "single_frame", "supervised"], ("classifier", "linear")),
     ("Notebook 05: IIC's ablations (IIC's retrieval feature, merged RGB + residual)",
      lambda: ["iic-no_intra", "iic", "iic-shuffle", "iic-rgb"], ("linear", "iic R@1", "iic R@1 RGB", "iic R@1 residual")),

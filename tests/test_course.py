@@ -298,3 +298,25 @@ def test_the_fix_grid_is_read_against_each_fixs_own_floor(tmp_path, monkeypatch)
     assert grid[row, fixes.index("be")] == pytest.approx(17.5 - 15.8)
     assert grid.mask[methods.index("SimCLR"), fixes.index("be")]  # not measured: no colour
     assert "61.7" in [t.get_text() for t in ax.texts]
+
+
+def test_each_fixed_method_trains_on_the_twin_too_and_is_read_on_its_own_input(monkeypatch):
+    """The residual fix on the static-bias twin: the same run as on the plain data but for its data, and its twin
+    probes read residual frames, as it was trained."""
+    from types import SimpleNamespace
+    from course_lib import evaluate
+    for method, name in course.DEBIAS_TWINS.items():
+        fixed, twin = course.run(course.DEBIAS_RUNS[method, "residual"], "full"), course.run(name, "full")
+        assert twin.config == fixed.config and (twin.spec.data, fixed.spec.data) == ("twin", "plain")
+        assert twin.folder != fixed.folder and twin.spec.scores == ("twin",)
+    seen = []
+
+    def features(backbone, cfg, manifest, device, *, view="rgb", **kw):
+        seen.append(view)
+        g = torch.Generator().manual_seed(len(seen))
+        return torch.randn(8, 4, generator=g), torch.arange(8) % 2, torch.randn(6, 4, generator=g), torch.arange(6) % 2
+
+    monkeypatch.setattr(evaluate, "frozen_features", features)
+    no_attrs = SimpleNamespace(split=lambda _: SimpleNamespace(entries=[]))
+    evaluate.bias_probes(None, None, no_attrs, no_attrs, "cpu", attributes=(), view="residual")
+    assert seen == ["residual", "residual"]
