@@ -27,7 +27,7 @@ from .phases import PHASES, PhaseClock, phase_record
 from .machine import device_name
 from .runtime import AUTOCAST, autocast, synchronize
 from .train import use_channels_last
-from .video import decode_clips, decode_frames, decode_from_start, write_video
+from .video import before_fork, decode_clips, decode_frames, decode_from_start, write_video
 
 
 def clip_decode_rate(manifest: Manifest, *, clip_len: int = 16, stride: int = 1, short_side: int | None = 128,
@@ -56,6 +56,7 @@ def loader_rate(dataset, *, num_workers: int, batch_size: int = 8, batches: int 
     cost that persistent workers pay once per run, not once per epoch.
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers)
+    before_fork(num_workers)
     it = iter(loader)
     next(it)  # warm-up: worker start-up
     n, t0 = 0, time.perf_counter()

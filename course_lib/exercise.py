@@ -159,15 +159,16 @@ def _midplanes(n_in, n_out):
 
 
 # ----------------------------------------------------------------------------- a method's forward
-def _small(name: str, seed: int, clips: int, frames: int = 8, **options):
-    """(method ``name`` around a tiny r3d_vcop at 32 px, a batch of 4 videos with ``clips`` clips of 36 px)."""
+def _small(name: str, seed: int, clips: int, frames: int = 8, videos: int = 4, **options):
+    """(method ``name`` around a tiny r3d_vcop at 32 px, a batch of ``videos`` videos with ``clips`` clips of 36 px,
+    each with its row of a 12-video training set)."""
     from .methods import build_method
     from .models import create_model
     torch.manual_seed(seed)
     method = build_method(name, create_model("r3d_vcop", width=0.125), size=32, num_videos=12, **options)
     g = torch.Generator().manual_seed(seed)
-    batch = {"clips": torch.randint(0, 256, (4, clips, 3, frames, 36, 36), dtype=torch.uint8, generator=g),
-             "index": torch.tensor([0, 5, 7, 11])}
+    batch = {"clips": torch.randint(0, 256, (videos, clips, 3, frames, 36, 36), dtype=torch.uint8, generator=g),
+             "index": torch.randperm(12, generator=g)[:videos]}
     return method, batch
 
 
@@ -176,8 +177,10 @@ def _forward_after(fn, args):
     memory banks, momentum encoders, BatchNorm statistics)."""
     method = args[0]
     loss = fn(*args)
-    if not torch.is_tensor(loss) or loss.numel() != 1 or not loss.requires_grad:
-        return {"the loss": loss if torch.is_tensor(loss) and loss.requires_grad else None}
+    if not torch.is_tensor(loss) or loss.numel() != 1:
+        raise TypeError(f"it returns {_describe(loss)}, not the loss (a tensor holding one number)")
+    if not loss.requires_grad:
+        raise TypeError("the loss it returns carries no gradient (detached, or computed under torch.no_grad)")
     loss.backward()
     grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
              for p in method.parameters() if p.requires_grad]
@@ -262,10 +265,10 @@ def _moco_loss(q, k, queue, t):
     return moco_loss(q, k, queue, t)
 
 
-@exercise("moco_forward", lambda: [_small("moco", seed, 2, queue=8, momentum=0.9) for seed in (0, 1)],
+@exercise("moco_forward", lambda: [_small("moco", seed, 2, videos=8, queue=8, momentum=0.9) for seed in (0, 1)],
           outcome=_forward_after,
-          hint="augment clip 0 then clip 1; update the key encoder before it embeds the keys; take the loss against "
-               "a copy of the queue, then enqueue the keys.")
+          hint="augment clip 0 then clip 1; query and keys go through model.grouped (the keys shuffled); update the "
+               "key encoder before it embeds the keys; the loss against a copy of the queue, then enqueue the keys.")
 def _moco_forward(moco, batch):
     return moco(batch)[0]
 
@@ -418,7 +421,7 @@ def _byol(p, z):
 
 
 @exercise("byol_forward", lambda: [_small("byol", seed, rho, rho=rho, hidden=64, momentum=0.9)
-                                                     for seed, rho in ((0, 2), (1, 3))],
+                                   for seed, rho in ((0, 2), (1, 3))],
           outcome=_forward_after,
           hint="one pass per clip, online and target alike; update the target before it embeds the clips, with no "
                "gradient.")
