@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import multiprocessing
 import os
 import random
 from pathlib import Path
+
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -71,6 +74,21 @@ def usable_cpus() -> int:
 def default_workers(cap: int = 8) -> int:
     """Worker processes for a pool (dataset generation, preparation): the usable cores, at most ``cap``."""
     return min(usable_cpus(), cap)
+
+
+def worker_pool(workers: int, preload: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes that start clean, never forked from this process: by the start method the
+    program chose (spawn on a Mac or under Windows), else from a fork server where the platform has one (Linux),
+    else by spawn. A forked worker inherits this process's FFmpeg state, and freeing a swscale context whose thread
+    pool lives in the parent deadlocks it (seen in CI: the two workers writing a dataset's videos waited forever
+    in ``avpriv_slicethread_free``). ``preload``: modules a fork server imports once, not in every worker."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork"):
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(list(preload))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def autocast(device: torch.device, enabled: bool = True):

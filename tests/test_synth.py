@@ -6,7 +6,7 @@ import pytest
 
 from course_lib.data import ClipDataset, Manifest, UniformClipSampler
 from course_lib.data.synth import (BIASED, CLASSES, COLORS, MIRRORED, PREFERRED, PRESETS, REVERSED, _HUES,
-                                   attribute_table, render, sample_params)
+                                   attribute_table, generate, render, sample_params)
 from course_lib.video import decode_frames, probe
 
 
@@ -220,3 +220,21 @@ def test_the_biased_twin_is_cached_beside_the_plain_data(tmp_path, monkeypatch):
     old.write_text(json.dumps(info))
     builtin_dataset(quick=True, progress=False)
     assert "static_bias" not in json.loads(old.read_text())["config"]  # not regenerated
+
+
+def test_dataset_and_preparation_workers_are_never_forked_from_this_process(tmp_path, monkeypatch):
+    """A worker forked from a process that has used FFmpeg inherits its swscale thread pools, and freeing one there
+    deadlocks (two CI runs hung so): generation and preparation start their workers clean (runtime.worker_pool)."""
+    import os
+    from course_lib.data.prepare import prepare
+    from course_lib.video import write_video
+    write_video(tmp_path / "warm.mp4", np.zeros((4, 32, 48, 3), np.uint8))  # this process has used swscale now
+    monkeypatch.setattr(os, "fork", lambda: pytest.fail("a worker was forked from the test process"))
+    cfg = replace(PRESETS["quick"], train_per_class=1, test_per_class=1, min_frames=16, max_frames=16)
+    manifest = generate(tmp_path / "synth", cfg, workers=2, progress=False)
+    assert len(manifest) == len(CLASSES) * 2 and all(probe(manifest.path(e)).num_frames == 16 for e in manifest)
+    src = tmp_path / "source"
+    for i, label in enumerate(("a", "a", "b")):
+        write_video(src / label / f"{i}.mp4", np.full((12, 32, 48, 3), 40 * i, np.uint8))
+    summary = prepare("folder", src, tmp_path / "prepared", workers=2, progress=False)
+    assert summary["encoded"] == 3 and summary["failed"] == 0

@@ -25,7 +25,6 @@ import json
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import av
 from av.video.frame import PictureType
 
-from ..runtime import default_workers
+from ..runtime import default_workers, worker_pool
 from ..video import VideoError, _reason, probe
 from .manifest import (Manifest, ManifestError, MissingVideosWarning, read_folder, read_hmdb51, read_kinetics,
                        read_ucf101)
@@ -190,7 +189,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, *, sett
             results.append(_job(job))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers, preload=(__name__,)) as pool:
             for r in pool.map(_job, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))):
                 results.append(r)
                 bar.update(1)

@@ -31,13 +31,12 @@ import colorsys
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..runtime import data_dir, default_workers
+from ..runtime import data_dir, default_workers, worker_pool
 from ..video import write_video
 from .manifest import Manifest, VideoEntry
 
@@ -283,7 +282,7 @@ def generate(out: str | os.PathLike, cfg: SynthConfig = PRESETS["default"], *, w
         for job in tqdm(jobs, desc="synth", disable=not progress):
             _make_one(job)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers, preload=(__name__,)) as pool:
             list(tqdm(pool.map(_make_one, jobs, chunksize=chunks), total=len(jobs), desc="synth",
                       disable=not progress))
     appearance = ("shape", "texture", "background", "color", "size", "speed")
