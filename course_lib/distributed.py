@@ -16,6 +16,7 @@ torch's version is not implemented; both compute the statistics over the global 
 """
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 from dataclasses import dataclass
@@ -55,7 +56,14 @@ def init(device_type: str) -> Context:
         if device_type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend=backend)
+        atexit.register(_leave)  # torch asks for it: a group left to the interpreter's exit may abort a process
     return context()
+
+
+def _leave() -> None:
+    """Destroy the process group at exit (one CI run's rank 1 aborted in teardown without it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
