@@ -49,6 +49,15 @@ def test_rows_train_a_subset_measure_it_and_resume(tmp_path, monkeypatch):
     line = next(x for x in study.table(rows).splitlines() if x.startswith("| 2 | 1 | 32 | 8 | 0.25 |"))
     assert f"| {row['linear']:.1f} |" in line  # the table reads the rows
 
+    # a training interrupted before it finished is trained again from the start, so its CPU time is whole
+    partial = folder / "supervised-seed1"
+    partial.mkdir()
+    (partial / "checkpoint.pt").write_bytes(b"an unfinished run")
+    again = study.measure("supervised", study.parse_point("videos=2,epochs=1,size=32,clip_len=8"), 1,
+                          tmp_path / "data" / "runs" / "study" / "videos2" / "manifest.jsonl",
+                          tmp_path / "data" / "runs" / "study")
+    assert (partial / "summary.json").exists() and again["cpu_seconds"] > 0.5 * row["cpu_seconds"]
+
     # a second call resumes from the file; the figure is drawn from it
     monkeypatch.setattr(study, "measure", lambda *a, **k: pytest.fail("measured a row the file holds"))
     assert study.main(args) == rows == json.loads(out.read_text())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -95,6 +96,8 @@ def measure(name: str, point: dict, seed: int, data: Path, root: Path) -> dict:
         return {**probe(create_model(cfg.model, width=cfg.width), cfg, manifest), "cpu_seconds": 0.0}
     cfg = config(name, point, seed)
     folder = root / tag(point) / f"{name}-seed{seed}"
+    if not (folder / "summary.json").exists():  # a training interrupted earlier: its time is measured whole, so
+        shutil.rmtree(folder, ignore_errors=True)  # it starts again (resuming would time only the last part)
     cpu, wall = time.process_time(), time.perf_counter()
     pretrain(cfg, str(data), folder, progress=False)  # loads a finished run from the cache
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
