@@ -40,7 +40,9 @@ from .runtime import repo_root
 _SHARED = dict(model="r3d_vcop", width=0.25, batch_size=8, lr=3e-3, optimizer="adamw", weight_decay=0.05,
                stride=2, warmup_epochs=1, num_workers=2, test_clips=3)
 BUDGETS = {
-    "test": dict(_SHARED, clip_len=8, size=48, epochs=2, test_clips=2),  # a smoke test, on the small dataset
+    # a smoke test, on the small dataset; its loaders read in the process: at this size, forking workers from a
+    # notebook's kernel costs more than the decoding they share (tests/test_data.py and test_train.py fork them)
+    "test": dict(_SHARED, clip_len=8, size=48, epochs=2, test_clips=2, num_workers=0),
     # the budget study's choice (docs/measurements.md): every one of the 480 training videos, 16-frame clips, 48 px
     "cpu": dict(_SHARED, clip_len=16, size=48, epochs=10),
     "full": dict(_SHARED, clip_len=16, size=64, epochs=30),  # 480 training videos

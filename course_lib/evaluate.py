@@ -314,7 +314,7 @@ APPEARANCE = ("color", "background", "shape")  # the attributes the static-bias 
 
 
 def bias_probes(backbone: nn.Module, cfg, plain: Manifest, twin: Manifest, device, *,
-                attributes: tuple[str, ...] = APPEARANCE, view: str = "rgb") -> dict[str, float]:
+                attributes: tuple[str, ...] = APPEARANCE, view: str = "rgb", extract=None) -> dict[str, float]:
     """Both sides of the static-bias twin, for one frozen representation (accuracies and R@1 in %).
 
     ``twin`` and ``R@1 twin``: the linear probe and retrieval of the motion class on the twin, where
@@ -322,10 +322,12 @@ def bias_probes(backbone: nn.Module, cfg, plain: Manifest, twin: Manifest, devic
     One linear probe per attribute, read on the plain data: there the attributes are independent of
     the class, so each probe reads only its attribute. ``backbone`` is any module from clips to one
     vector per clip (a backbone, or a backbone followed by a projection head); ``view`` the input it was
-    trained on ("residual": residual frames).
+    trained on ("residual": residual frames). ``extract``: how features are made, ``frozen_features`` (None) or
+    a function with its arguments (one that reads them from a cache: ``results.Scoring.frozen``).
     """
-    a, ya, b, yb = frozen_features(backbone, cfg, plain, device, view=view)
-    t = frozen_features(backbone, cfg, twin, device, view=view)
+    extract = extract or frozen_features
+    a, ya, b, yb = extract(backbone, cfg, plain, device, view=view)
+    t = extract(backbone, cfg, twin, device, view=view)
     row = {"twin": linear_probe(*t)["test_acc"], "R@1 twin": retrieval(*t, ks=(1,))["R@1"],
            "plain": linear_probe(a, ya, b, yb)["test_acc"]}
     train, test = plain.split("train").entries, plain.split("test").entries

@@ -89,8 +89,25 @@ class Scoring:
 
     def features(self) -> tuple:
         """(train features, train labels, test features, test labels) on the course's dataset."""
-        return self.once("features", lambda: frozen_features(self.backbone(), self.base, self.manifest, self.device,
-                                                             view=self.view))
+        return self.frozen(self.manifest)
+
+    def frozen(self, manifest: Manifest) -> tuple:
+        """``evaluate.frozen_features`` of the run on ``manifest``, kept on disk beside the run's scores under a
+        key of everything they depend on (the checkpoint's identity, the input view, the clips, the data), so a
+        score group measured later (a notebook's next cell, notebook 10) reads them instead of decoding again."""
+        key = json.dumps({"identity": _identity(self.run), "view": self.view, "videos": len(manifest),
+                          "data": str(Path(manifest.root).resolve()), "version": VERSIONS["frozen"],
+                          **{k: getattr(self.base, k) for k in ("clip_len", "stride", "size", "test_clips")}})
+        cache = _cache_file(self.run).parent / "features" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+        def load_or_extract():
+            if cache.exists():
+                return tuple(torch.load(cache, weights_only=True))
+            features = frozen_features(self.backbone(), self.base, manifest, self.device, view=self.view)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            save_atomic(list(features), cache)
+            return features
+        return self.once(f"frozen {cache.name}", load_or_extract)
 
     def test_clips(self) -> torch.Tensor:
         return self.once("clips", lambda: test_centre_clips(self.base, self.manifest))
@@ -203,7 +220,8 @@ def _finetune(s: Scoring) -> dict:
 def _twin(s: Scoring) -> dict:
     plain = builtin_dataset(small_data(s.run.mode), progress=False)
     twin = builtin_dataset(small_data(s.run.mode), static_bias=1, progress=False)
-    r = bias_probes(s.backbone(), s.base, plain, twin, s.device, view=s.view)
+    r = bias_probes(s.backbone(), s.base, plain, twin, s.device, view=s.view,
+                    extract=lambda backbone, cfg, manifest, device, view: s.frozen(manifest))
     return {"twin": r["twin"], "R@1 twin": r["R@1 twin"], "plain": r["plain"], **{a: r[a] for a in APPEARANCE}}
 
 

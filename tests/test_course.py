@@ -94,6 +94,34 @@ def test_a_record_is_measured_once_written_and_kept(tmp_path, monkeypatch):
         results.measure("speed", run=small)
 
 
+def test_a_group_measured_later_reads_the_runs_features_from_disk_until_the_checkpoint_changes(tmp_path, monkeypatch):
+    tiny_quick_course(monkeypatch, tmp_path / "data")
+    small = course.run("simclr", "test", epochs=1)
+    first = results.measure("simclr", groups=("frozen",), run=small)
+    extracted = []
+    real = results.frozen_features
+    monkeypatch.setattr(results, "frozen_features", lambda *a, **k: extracted.append(a[2].root) or real(*a, **k))
+    # another process (a later notebook) measures two more groups on the same features: nothing is decoded again
+    later = results.measure("simclr", groups=("attributes", "direction"), run=small)
+    assert extracted == [] and later["scores"]["linear"] == first["scores"]["linear"] and "color" in later["scores"]
+    # the twin group reads the plain data's features from the same cache and extracts only the twin's
+    twin = results.measure("simclr", groups=("twin",), run=small)
+    assert len(extracted) == 1 and "bias" in str(extracted[0])
+    assert twin["scores"]["color"] == later["scores"]["color"]  # the same features, the same probe
+    # the cached features give the scores a fresh extraction gives
+    import shutil
+    shutil.rmtree(results._cache_file(small).parent / "features")
+    fresh = results.measure("simclr", groups=("frozen",), run=small, fresh=True)
+    assert fresh["scores"] == first["scores"] and len(extracted) == 2
+    # a changed checkpoint has other features: they are extracted again
+    ckpt = torch.load(small.folder / "checkpoint.pt", weights_only=True)
+    ckpt["method"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in ckpt["method"].items()}
+    torch.save(ckpt, small.folder / "checkpoint.pt")
+    extracted.clear()
+    results.measure("simclr", groups=("frozen",), run=small)
+    assert len(extracted) == 1
+
+
 def test_the_results_command_writes_each_trained_run_and_keeps_a_file_whose_run_is_unchanged(tmp_path, monkeypatch,
                                                                                              capsys):
     tiny_quick_course(monkeypatch, tmp_path / "data")
