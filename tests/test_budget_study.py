@@ -33,6 +33,7 @@ def test_rows_train_a_subset_measure_it_and_resume(tmp_path, monkeypatch):
                             "supervised videos2-epochs1-size32-clip_len8-width0.25 seed0"]
     row = rows["supervised videos2-epochs1-size32-clip_len8-width0.25 seed0"]
     assert row["cpu_seconds"] > 0 and row["threads"] == 1 and (row["videos"], row["epochs"], row["size"]) == (2, 1, 32)
+    assert all(0 < r["eval_seconds"] < 60 for r in rows.values())  # the probes' own time, not the training's
 
     # trained on the first two videos of each class, probed on them, tested on every test video
     folder = tmp_path / "data" / "runs" / "study" / study.tag(study.parse_point("videos=2,epochs=1,size=32,clip_len=8"))
