@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -165,7 +165,6 @@ for _name, _nb, _folder, _method, _options, _changes, _title in _COMPARED:
     # the same run on the static-bias twin, cached beside it
     declare(f"twin-{_name}", _nb, _method, title=_title, folder=f"{_nb}/twin-{_folder}", options=_options,
             changes=_changes, data="twin", scores=("twin",), group="twin")
-COMPARISON = ("random_init", "random_vit", *(c[0] for c in _COMPARED))  # with BYOL at rho = 4 (notebook 08) below
 
 # 02: the diagnostic that appearance alone cannot tell the class
 declare("single_frame", "02", "supervised", title="single frame", folder="02/single_frame",
@@ -211,8 +210,10 @@ for _name, _folder, _title, _options in (("byol-no_predictor", "no_predictor", "
                                          ("byol-rho4", "rho4", "BYOL, rho = 4", {"rho": 4})):
     declare(_name, "08", "byol", title=_title, folder=f"08/{_folder}", options=_options,
             scores=(*FRONT, "collapse") if _name == "byol-rho4" else ("frozen", "collapse"), group="08")
-# notebook 10 compares rho = 4 beside rho = 2: the paper's main setting, and the BYOL that learns here
-COMPARISON = (*COMPARISON[:COMPARISON.index("byol") + 1], "byol-rho4", *COMPARISON[COMPARISON.index("byol") + 1:])
+# notebook 10's comparison: the baselines and the compared runs, with BYOL at rho = 4 beside rho = 2 (the paper's
+# main setting, and the BYOL that learns here)
+COMPARISON = ("random_init", "random_vit",
+              *(n for c in _COMPARED for n in ((c[0], "byol-rho4") if c[0] == "byol" else (c[0],))))
 # 09: VideoMAE's masking ablations
 for _name, _folder, _title, _options in (("videomae-random", "videomae_random", "random 0.9", {"masking": "random"}),
                                          ("videomae-ratio75", "videomae_ratio75", "tube 0.75", {"mask_ratio": 0.75})):
@@ -261,7 +262,8 @@ for _method in DEBIASED:
     _spec = RUNS[DEBIAS_RUNS[_method, "residual"]]
     DEBIAS_TWINS[_method] = declare(
         f"twin-{_spec.name}", _spec.notebook, _method, title=f"{RUNS[_method].title} + residual, twin",
-        folder=f"{_spec.folder.rsplit('/', 1)[0]}/twin-{_spec.folder.rsplit('/', 1)[1]}", changes=_spec.changes,
+        folder=str(PurePosixPath(_spec.folder).with_name(f"twin-{PurePosixPath(_spec.folder).name}")),
+        changes=_spec.changes,
         data="twin", scores=("twin",), group="twin-debias", options=_spec.options).name
 
 

@@ -58,6 +58,7 @@ from .machine import get_device, runs_root, small_data
 from .methods.registry import resolved_options
 from .runtime import usable_cpus
 from .train import save_atomic
+from .viz import score_digits
 
 SCORES_FILE = "scores.json"  # the record, cached beside the run it measures
 ATTRIBUTES = ("shape", "color", "texture", "background")
@@ -450,9 +451,6 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     with_here = any(r.get("here") for r in rows)  # committed results at the learner's budget
     width = {k: max(15, len(f"{k} {here} ref")) + 2 for k in keys}  # a long key keeps its gap
 
-    def digits(k):  # a cosine near 1 needs its decimals; a score in % has one
-        return 3 if k.startswith("cos") else 1
-
     def committed(value, b, w, d):
         text = "-" if value is None else f"{value:.{d}f}" + (f" [{b[0]:.{d - 1}f}-{b[1]:.{d - 1}f}]" if b else "")
         return f"{text:>{w}s}"
@@ -464,7 +462,7 @@ def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, r
     for r in rows:
         cells = ""
         for k in keys:
-            mine, w, d = r["mine"].get(k), width[k], digits(k)
+            mine, w, d = r["mine"].get(k), width[k], score_digits(k)
             if with_mine:
                 cells += f"{mine:{w}.{d}f}" if mine is not None else f"{'-':>{w}s}"
             if with_here:
@@ -602,8 +600,7 @@ def report(mode: str = "full") -> str:
                   f"{some['classes']} classes (chance {100 / some['classes']:.1f}); scores in %, cos in [-1, 1].", ""]
         lines += ["| run | " + " | ".join(keys) + " | training (min) |", "|---" * (len(keys) + 2) + "|"]
         for name, r in measured.items():
-            cells = [f"{r['scores'][k]:.3f}" if k.startswith(("cos", "projection spread")) and k in r["scores"]
-                     else f"{r['scores'][k]:.1f}" if k in r["scores"] else "-" for k in keys]
+            cells = [f"{r['scores'][k]:.{score_digits(k)}f}" if k in r["scores"] else "-" for k in keys]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds'] / 60:.1f} |")
         missing = [n for n, r in records.items() if not r]
         if missing:

@@ -119,6 +119,17 @@ def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence
     return fig
 
 
+def score_digits(key: str) -> int:
+    """Decimals a score is shown with (tables, the report, plots): 3 for a cosine near 1 ("cos reversed") or a
+    projection spread near 0, 1 for a percentage or a rank."""
+    return 3 if key.startswith(("cos", "projection spread")) else 1
+
+
+def score_label(key: str) -> str:
+    """A score's axis label: a percentage says so; a cosine, a spread or a rank does not."""
+    return f"{key} (%)" if not key.startswith(("cos", "projection", "feature rank")) else key
+
+
 def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: str = "full", chance: float | None = None,
                  floor: str = "random_init", ceiling: str = "supervised", ax=None, title: str | None = None):
     """The learner's runs beside the committed reference for one score (``results.compare``'s rows): a bar
@@ -155,7 +166,7 @@ def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: st
     if chance is not None:
         ax.axhline(chance, color="k", lw=0.8, ls=":", label="chance")
     ax.set_xticks(x, [r["title"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(key if key.startswith("cos") else f"{key} (%)")  # a cosine is not a percentage
+    ax.set_ylabel(score_label(key))
     ax.set_title(title or f"{key}: your run beside the reference (black bars: the seed bands)")
     ax.legend(fontsize=7, ncol=3)
     plt.tight_layout()
