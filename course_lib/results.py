@@ -4,7 +4,8 @@
 lacks it and ``train`` allows) with the score groups its declaration names, and returns its
 record: ``run``, ``method``, ``mode``, ``seed``, ``config``, ``scores``, the per-epoch ``log``
 and the ``seconds`` its training took. The record is cached beside the run (``scores.json``), so
-a notebook that asks again reads it, unless the checkpoint changed.
+a notebook that asks again reads it, unless the checkpoint changed. The run's frozen features are kept there too
+(``features/``, ``Scoring.frozen``), so a group measured later, in another cell or notebook, does not decode again.
 
 ``write(name, mode)`` puts the record where the course commits it,
 ``notebooks/results/<mode>/<run>.json``, and for a run notebook 10 compares, its backbone in fp16 beside it
