@@ -37,6 +37,7 @@ import datetime
 import hashlib
 import json
 import os
+import pickle
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -59,7 +60,6 @@ from .machine import get_device, runs_root, small_data
 from .methods.registry import resolved_options
 from .runtime import usable_cpus
 from .train import save_atomic
-from .viz import score_digits
 
 SCORES_FILE = "scores.json"  # the record, cached beside the run it measures
 ATTRIBUTES = ("shape", "color", "texture", "background")
@@ -74,6 +74,7 @@ class Scoring:
     base: object  # the mode's budget: the clips every protocol reads
     manifest: Manifest  # the course's dataset (the probes' classes)
     progress: bool = False
+    fresh: bool = False  # extract features again rather than read those kept on disk (``measure(fresh=True)``)
     _cache: dict = field(default_factory=dict)
 
     def once(self, key: str, make: Callable):
@@ -97,14 +98,17 @@ class Scoring:
         """``evaluate.frozen_features`` of the run on ``manifest``, kept on disk beside the run's scores under a
         key of everything they depend on (the checkpoint's identity, the input view, the clips, the data), so a
         score group measured later (a notebook's next cell, notebook 10) reads them instead of decoding again."""
-        key = json.dumps({"identity": _identity(self.run), "view": self.view, "videos": len(manifest),
-                          "data": str(Path(manifest.root).resolve()), "version": VERSIONS["frozen"],
+        key = json.dumps({"identity": _identity(self.run), "view": self.view, "data": _fingerprint(manifest),
+                          "version": VERSIONS["frozen"],
                           **{k: getattr(self.base, k) for k in ("clip_len", "stride", "size", "test_clips")}})
         cache = _cache_file(self.run).parent / "features" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
         def load_or_extract():
-            if cache.exists():
-                return tuple(torch.load(cache, weights_only=True))
+            if cache.exists() and not self.fresh:
+                try:
+                    return tuple(torch.load(cache, weights_only=True))
+                except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):  # unreadable: extracted again
+                    pass
             features = frozen_features(self.backbone(), self.base, manifest, self.device, view=self.view)
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_atomic(list(features), cache)
@@ -280,6 +284,17 @@ def _identity(run: course.Run) -> str:
     return h.hexdigest()[:16]
 
 
+def _fingerprint(manifest: Manifest) -> str:
+    """What a dataset's features depend on: its classes, each video's path, label, split and file (size and time
+    of change), so that data regenerated or re-prepared at the same place counts as other data."""
+    h = hashlib.sha1(json.dumps(manifest.classes).encode())
+    for e in manifest.entries:
+        path = manifest.path(e)
+        st = path.stat() if path.exists() else None
+        h.update(json.dumps([str(path.resolve()), e.label, e.split, st and st.st_size, st and st.st_mtime_ns]).encode())
+    return h.hexdigest()
+
+
 def _cache_file(run: course.Run) -> Path:
     folder = run.folder or runs_root(run.mode) / "baselines" / run.name
     return folder / SCORES_FILE
@@ -288,7 +303,7 @@ def _cache_file(run: course.Run) -> Path:
 def _write_json(path: Path, obj: dict) -> None:
     """Atomically: a temporary file, then a rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes writing at once never share it
     tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -313,7 +328,7 @@ def measure(name: str, mode: str | None = None, *, groups: tuple[str, ...] | Non
         return record
     device = get_device(device or run.config.device)
     manifest = run.dataset() if run.spec.data == "plain" else builtin_dataset(small_data(run.mode), progress=False)
-    s = Scoring(run, device, course.budget(run.mode), manifest, progress)
+    s = Scoring(run, device, course.budget(run.mode), manifest, progress, fresh)
     t0 = time.perf_counter()
     scores = dict(record.get("scores", {}))
     for group in missing:
@@ -443,6 +458,17 @@ def compare(names: list[str], keys: tuple[str, ...], *, groups: tuple[str, ...] 
                      "mine": {k: v for k, v in measured.items() if k in keys},
                      "reference": ref, "band": ref_band, "here": here, "band_here": here_band})
     return rows
+
+
+def score_digits(key: str) -> int:
+    """Decimals a score is shown with (tables, the report, plots): 3 for a cosine near 1 ("cos reversed") or a
+    projection spread near 0, 1 for a percentage or a rank."""
+    return 3 if key.startswith(("cos", "projection spread")) else 1
+
+
+def score_label(key: str) -> str:
+    """A score's axis label: a percentage says so; a cosine, a spread or a rank does not."""
+    return f"{key} (%)" if not key.startswith(("cos", "projection", "feature rank")) else key
 
 
 def table(rows: list[dict], keys: tuple[str, ...], *, mode: str | None = None, reference: str = "full") -> str:

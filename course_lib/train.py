@@ -130,7 +130,7 @@ def save_atomic(obj, path: Path) -> None:
     """torch.save to a temporary file, closed, then ``os.replace``d over ``path``: a crash never leaves a
     half-written checkpoint, and the rename holds on Windows too (it replaces an existing file, and
     no handle to either file is open during it). A failed save removes its temporary file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two processes saving at once never share it
     try:
         torch.save(obj, tmp)  # opens, writes and closes tmp
         os.replace(tmp, path)

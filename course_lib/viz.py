@@ -14,6 +14,8 @@ import torch
 from einops import rearrange
 from matplotlib import animation
 
+from .results import score_label
+
 
 def to_frames(clip) -> np.ndarray:
     """Any clip -> uint8 NumPy (T, H, W, C)."""
@@ -117,17 +119,6 @@ def batch_grid(clips, labels: Sequence[int] | None = None, class_names: Sequence
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def score_digits(key: str) -> int:
-    """Decimals a score is shown with (tables, the report, plots): 3 for a cosine near 1 ("cos reversed") or a
-    projection spread near 0, 1 for a percentage or a rank."""
-    return 3 if key.startswith(("cos", "projection spread")) else 1
-
-
-def score_label(key: str) -> str:
-    """A score's axis label: a percentage says so; a cosine, a spread or a rank does not."""
-    return f"{key} (%)" if not key.startswith(("cos", "projection", "feature rank")) else key
 
 
 def compare_plot(rows: list[dict], key: str, *, mode: str = "cpu", reference: str = "full", chance: float | None = None,

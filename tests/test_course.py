@@ -108,11 +108,25 @@ def test_a_group_measured_later_reads_the_runs_features_from_disk_until_the_chec
     twin = results.measure("simclr", groups=("twin",), run=small)
     assert len(extracted) == 1 and "bias" in str(extracted[0])
     assert twin["scores"]["color"] == later["scores"]["color"]  # the same features, the same probe
-    # the cached features give the scores a fresh extraction gives
-    import shutil
-    shutil.rmtree(results._cache_file(small).parent / "features")
+    # a fresh measurement extracts again, and the kept features gave the scores a fresh extraction gives
     fresh = results.measure("simclr", groups=("frozen",), run=small, fresh=True)
     assert fresh["scores"] == first["scores"] and len(extracted) == 2
+    # read by a new scoring: the kept features; data regenerated in place (a video file changed, the same paths
+    # and count) is other data; an unreadable file is extracted again, not an error
+    import os
+
+    def features():
+        return results.Scoring(small, torch.device("cpu"), course.budget("test"), small.dataset()).features()
+    assert torch.equal(features()[0], real(small.backbone(), course.budget("test"), small.dataset(), "cpu")[0])
+    assert len(extracted) == 2
+    video = small.dataset().path(small.dataset().entries[0])
+    os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))
+    features()
+    assert len(extracted) == 3
+    for f in (results._cache_file(small).parent / "features").glob("*.pt"):
+        f.write_bytes(b"cut short")
+    features()
+    assert len(extracted) == 4
     # a changed checkpoint has other features: they are extracted again
     ckpt = torch.load(small.folder / "checkpoint.pt", weights_only=True)
     ckpt["method"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in ckpt["method"].items()}
