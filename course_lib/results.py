@@ -98,7 +98,8 @@ class Scoring:
         """``evaluate.frozen_features`` of the run on ``manifest``, kept on disk beside the run's scores under a
         key of everything they depend on (the checkpoint's identity, the input view, the clips, the data), so a
         score group measured later (a notebook's next cell, notebook 10) reads them instead of decoding again."""
-        key = json.dumps({"identity": _identity(self.run), "view": self.view, "data": _fingerprint(manifest),
+        key = json.dumps({"identity": self.once("identity", lambda: _identity(self.run)), "view": self.view,
+                          "data": self.once(f"data {manifest.root}", lambda: _fingerprint(manifest)),
                           "version": VERSIONS["frozen"],
                           **{k: getattr(self.base, k) for k in ("clip_len", "stride", "size", "test_clips")}})
         cache = _cache_file(self.run).parent / "features" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
